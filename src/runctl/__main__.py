@@ -1,0 +1,5 @@
+"""Allow `python -m runctl`."""
+
+from runctl.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""The ``runctl`` command line: a lazy click group and the one error handler.
+
+Sub-commands are imported only when invoked, so ``runctl --help`` costs little more than
+starting Python. Every RunctlError becomes ``Error: ...`` plus ``hint: ...`` on stderr (and a
+JSON error object on stdout under --json) with its documented exit code; tracebacks only with
+RUNCTL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from runctl import __version__
+
+# name -> "module:attribute"; listed in help in this order.
+COMMANDS: dict[str, str] = {
+    "run": "runctl.cli.jobs:run",
+    "local": "runctl.cli.jobs:local",
+    "exec": "runctl.cli.jobs:exec_",
+    "jobs": "runctl.cli.jobs:jobs",
+    "status": "runctl.cli.jobs:status",
+    "logs": "runctl.cli.jobs:logs",
+    "wait": "runctl.cli.jobs:wait",
+    "cancel": "runctl.cli.jobs:cancel",
+    "get": "runctl.cli.jobs:get",
+    "hosts": "runctl.cli.hosts:hosts",
+    "monitor": "runctl.cli.monitor:monitor",
+    "init": "runctl.cli.config_cmd:init",
+    "config": "runctl.cli.config_cmd:config",
+}
+
+HELPS: dict[str, str] = {
+    "run": "Run a script as a detached job (local, ssh:HOST, ...).",
+    "local": "Run a script on this machine in the foreground.",
+    "exec": "Run a command on a target in the foreground.",
+    "jobs": "List jobs.",
+    "status": "Show one job, or an overview of hosts and jobs.",
+    "logs": "Print a job's log; --follow to stream it.",
+    "wait": "Wait for a job; exit with its exit code.",
+    "cancel": "Stop a job: SIGTERM, grace period, SIGKILL.",
+    "get": "Download a file or directory from a job.",
+    "hosts": "Register and list SSH hosts.",
+    "monitor": "Watch a local log file and checkpoint directory.",
+    "init": "Write a commented config file.",
+    "config": "Show, set and validate configuration.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use (click docs, "complex" example)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], helps: dict[str, str], **kw: Any):
+        super().__init__(*args, **kw)
+        self.lazy = lazy
+        self.helps = helps
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.lazy)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = self.lazy.get(cmd_name)
+        if spec is None:
+            return None
+        module_name, attr = spec.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text from the table above, so listing commands imports none of them.
+        rows = [(name, self.helps.get(name, "")) for name in self.lazy]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    helps=HELPS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file to use on top of the user and project files.")  # fmt: skip
+@click.option("--json", "json_", is_flag=True, help="Print JSON on stdout (every command).")
+@click.version_option(__version__, prog_name="runctl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, json_: bool) -> None:
+    """runctl — run ML training jobs wherever you have compute.
+
+    \b
+    Quick start:
+      runctl run examples/train_mnist.py --follow -- --epochs 3
+      runctl jobs
+      runctl logs JOB --follow
+    """
+    from runctl.cli.output import Ctx
+
+    ctx.obj = Ctx(config_path=config_path, json=json_)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn every failure into one clean message."""
+    from runctl.errors import RunctlError
+
+    debug = os.environ.get("RUNCTL_DEBUG") == "1"
+    args = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+    try:
+        cli.main(args=args, prog_name="runctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _report(exc.format_message(), _usage_hint(exc), exc.exit_code, want_json)
+    except click.exceptions.Abort:
+        _report("aborted", None, 130, want_json)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _report("interrupted", None, 130, want_json)
+    except RunctlError as exc:
+        if debug:
+            raise
+        _report(exc.message, exc.hint, exc.exit_code, want_json)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error worth reporting.
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            raise
+        _report(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in runctl; rerun with RUNCTL_DEBUG=1 for a traceback and report it",
+            70,
+            want_json,
+        )
+    sys.exit(0)
+
+
+def _usage_hint(exc: click.ClickException) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"see `{ctx.command_path} --help`"
+    return None
+
+
+def _report(message: str, hint: str | None, code: int, want_json: bool) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    click.echo(f"Error: {first}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    if want_json:
+        click.echo(json.dumps({"error": {"message": first, "hint": hint, "exit_code": code}}))
+    sys.exit(code)

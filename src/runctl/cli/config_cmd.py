@@ -1,0 +1,90 @@
+"""``runctl init`` and ``runctl config show|set|validate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runctl.cli.output import emit, get_ctx, json_option, table
+from runctl.errors import ConflictError
+
+
+@click.command()
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write (default: ./.runctl.toml).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
+def init(path: Path | None, force: bool) -> None:
+    """Write a commented config file listing every key with its default."""
+    from runctl import config
+
+    target = path or Path(config.PROJECT_FILE)
+    if target.exists() and not force:
+        raise ConflictError(f"{target} already exists", hint="pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(config.default_file_text())
+    emit({"path": str(target)}, f"wrote {target}")
+
+
+@click.group()
+def config() -> None:
+    """Show, set and validate configuration (TOML; every key optional)."""
+
+
+@config.command(name="show")
+@json_option
+def config_show() -> None:
+    """Print every key with its effective value and where it came from."""
+    from runctl import config as cfgmod
+
+    cfg = get_ctx().runtime().config
+    rows = [(k, cfg.get(k), cfg.sources.get(k, "default")) for k in cfgmod.SCHEMA]
+    data = {
+        "values": {k: v for k, v, _ in rows},
+        "sources": {k: s for k, _, s in rows},
+        "files": [str(f) for f in cfg.files],
+        "home": str(cfgmod.home()),
+    }
+    emit(data, lambda: table(["key", "value", "source"], rows))
+
+
+@config.command(name="set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--global", "global_", is_flag=True, help="Write the user config instead of "
+              "./.runctl.toml.")  # fmt: skip
+@json_option
+def config_set(key: str, value: str, global_: bool) -> None:
+    """Set KEY to VALUE in ./.runctl.toml (or the user config with --global)."""
+    from runctl import config as cfgmod
+
+    ctx = get_ctx()
+    if ctx.config_path:
+        path = Path(ctx.config_path)
+    elif global_:
+        path = cfgmod.user_config_path()
+    else:
+        path = Path(cfgmod.PROJECT_FILE)
+    typed = cfgmod.set_value(path, key, value)
+    emit({"key": key, "value": typed, "path": str(path)}, f"{key} = {typed!r} in {path}")
+
+
+@config.command(name="validate")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def config_validate(path: Path | None) -> None:
+    """Check PATH (or every config file in effect) for syntax, unknown keys and types."""
+    from runctl import config as cfgmod
+
+    if path is not None:
+        if not path.is_file():
+            from runctl.errors import NotFoundError
+
+            raise NotFoundError(f"config file not found: {path}")
+        cfgmod.read_file(path)
+        files = [str(path)]
+    else:
+        files = [str(f) for f in get_ctx().runtime().config.files]
+    emit({"valid": True, "files": files},
+         "valid" + (f": {', '.join(files)}" if files else " (no config files; defaults)"))  # fmt: skip

@@ -1,0 +1,140 @@
+"""``runctl hosts``: register, list and remove SSH hosts."""
+
+from __future__ import annotations
+
+import click
+
+from runctl.cli.output import emit, json_option, progress, runtime, table
+from runctl.errors import UsageError
+
+# One round trip tells us what the host can do; printed by `hosts add`.
+_PROBE = (
+    'printf "python=%s\\n" "$({py} -c "import sys;print(sys.version.split()[0])" 2>/dev/null)"; '
+    'for t in rsync uv nvidia-smi; do command -v $t >/dev/null 2>&1 && echo "$t=yes" || '
+    'echo "$t=no"; done'
+)
+
+
+@click.group()
+def hosts() -> None:
+    """Register, list and remove SSH hosts (aliases from ~/.ssh/config work as-is)."""
+
+
+@hosts.command(name="add")
+@click.argument("name")
+@click.argument("destination", required=False)
+@click.option("--user", help="Login user (default: from ssh config or your user).")
+@click.option("--port", type=click.IntRange(1, 65535), help="SSH port.")
+@click.option("--key", "identity_file", type=click.Path(dir_okay=False), help="Private key file.")
+@click.option("-o", "--ssh-option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Extra ssh -o option (repeatable).")  # fmt: skip
+@click.option("--remote-dir", default=".runctl", show_default=True,
+              help="runctl's directory on the host (relative to the login home).")  # fmt: skip
+@click.option("--python", "python", default="python3", show_default=True,
+              help="Interpreter on the host for the agent and .py scripts.")  # fmt: skip
+@click.option("--hourly-usd", type=click.FloatRange(min=0), help="What the host costs per hour.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing host of that name.")
+@click.option("--no-check", is_flag=True, help="Do not connect to verify the host.")
+@json_option
+def hosts_add(name: str, destination: str | None, user: str | None, port: int | None,
+              identity_file: str | None, options: tuple[str, ...], remote_dir: str,
+              python: str, hourly_usd: float | None, replace: bool, no_check: bool) -> None:  # fmt: skip
+    """Register NAME, reached at DESTINATION ([user@]host[:port], default NAME itself)."""
+    import dataclasses
+    import shlex
+
+    from runctl.models import Host
+    from runctl.providers.ssh import SSHProvider, parse_destination
+    from runctl.state.db import now_iso
+
+    if not name.replace("-", "a").replace("_", "a").replace(".", "a").isalnum():
+        raise UsageError(f"invalid host name {name!r}", hint="use letters, digits, - _ .")
+    if ".." in remote_dir.split("/") or not remote_dir.strip():
+        raise UsageError(f"invalid --remote-dir {remote_dir!r}")
+    for option in options:
+        if "=" not in option:
+            raise UsageError(f"invalid ssh option {option!r}", hint="use -o Key=Value")
+    target = parse_destination(destination or name)
+    target = dataclasses.replace(
+        target,
+        user=user or target.user,
+        port=port or target.port,
+        identity_file=identity_file,
+        options=options,
+    )
+    host = Host(name=name, target=target, remote_dir=remote_dir.removeprefix("~/"),
+                python=python, hourly_usd=hourly_usd, created_at=now_iso())  # fmt: skip
+    rt = runtime()
+    facts: dict[str, str] = {}
+    if not no_check:
+        provider = SSHProvider(rt)
+        instance = provider._from_host(host)
+        transport = provider.connect(instance)
+        progress(f"checking {target.destination} ...")
+        probe = _PROBE.replace("{py}", shlex.quote(python))
+        done = transport.run(["sh", "-c", probe], timeout=60)
+        for line in done.text.splitlines():
+            key, _, value = line.partition("=")
+            facts[key] = value
+        if not facts.get("python"):
+            raise UsageError(
+                f"{python} does not run on {target.destination}",
+                hint="install python3 there, or pass --python PATH",
+            )
+    rt.store.add_host(host, replace=replace)
+    data = {"name": name, "destination": target.destination, "port": target.port, **facts}
+
+    def text() -> None:
+        click.echo(f"added {name} ({target.destination})")
+        if facts:
+            tools = ", ".join(f"{k} {v}" for k, v in facts.items())
+            click.echo(f"  {tools}")
+            if facts.get("rsync") == "no":
+                progress("  note: no rsync on the host; code sync falls back to tar")
+
+    emit(data, text)
+
+
+@hosts.command(name="list")
+@click.option("--all", "show_all", is_flag=True, help="Also list aliases from your ssh config.")
+@json_option
+def hosts_list(show_all: bool) -> None:
+    """List registered hosts (and, with --all, ~/.ssh/config aliases usable as ssh:ALIAS)."""
+    from runctl.providers.ssh import SSHProvider, ssh_config_aliases
+
+    rt = runtime()
+    registered = rt.store.list_hosts()
+    aliases: list[str] = []
+    if show_all:
+        names = {h.name for h in registered}
+        config_file = SSHProvider(rt).config_file()
+        aliases = [a for a in ssh_config_aliases(config_file) if a not in names]
+    data = {
+        "hosts": [
+            {"name": h.name, "host": h.target.host, "user": h.target.user, "port": h.target.port,
+             "remote_dir": h.remote_dir, "python": h.python, "hourly_usd": h.hourly_usd}
+            for h in registered
+        ],
+        "ssh_config_aliases": aliases,
+    }  # fmt: skip
+
+    def text() -> None:
+        if not registered and not aliases:
+            click.echo("no hosts: add one with `runctl hosts add NAME [user@]host[:port]`")
+            return
+        rows = [(h.name, h.target.destination, h.target.port or 22, h.remote_dir,
+                 "" if h.hourly_usd is None else f"${h.hourly_usd:.2f}/h") for h in registered]
+        rows += [(a, "(ssh config)", "", "", "") for a in aliases]  # fmt: skip
+        table(["name", "destination", "port", "remote dir", "cost"], rows)
+
+    emit(data, text)
+
+
+@hosts.command(name="rm")
+@click.argument("name")
+@json_option
+def hosts_rm(name: str) -> None:
+    """Forget host NAME (nothing on the host is touched)."""
+    rt = runtime()
+    rt.store.remove_host(name)
+    emit({"removed": name}, f"removed {name}")

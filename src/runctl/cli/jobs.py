@@ -1,0 +1,438 @@
+"""Job commands: run, local, exec, jobs, status, logs, wait, cancel, get."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runctl.cli.output import (
+    age,
+    binary_stdout,
+    emit,
+    is_json,
+    json_option,
+    progress,
+    runtime,
+    table,
+)
+from runctl.errors import CommandFailedError, UsageError
+from runctl.models import Job, JobState
+
+TIMEOUT_EXIT = 124  # like timeout(1): `wait --timeout` ran out, the job still runs
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise UsageError(f"invalid --env {pair!r}", hint="use --env NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def _split_args(script_args: Sequence[str]) -> list[str]:
+    args = list(script_args)
+    return args[1:] if args[:1] == ["--"] else args
+
+
+def job_json(job: Job, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "job_id": job.job_id,
+        "name": job.name,
+        "project": job.project,
+        "on": _on(job),
+        "state": str(job.state),
+        "exit_code": job.exit_code,
+        "argv": list(job.argv),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "job_dir": job.job_dir,
+        "workdir": job.workdir,
+        "checkpoint_dir": job.checkpoint_dir,
+    }
+    data.update(extra)
+    return data
+
+
+def _on(job: Job) -> str:
+    return "local" if job.provider == "local" else f"{job.provider}:{job.instance_id}"
+
+
+submit_options = [
+    click.option("--on", "on", metavar="TARGET", help="local (default), ssh:HOST, or a host name."),
+    click.option("--name", help="Job name (default: the script's name)."),
+    click.option("--project", help="Project name (default: the project root's directory name)."),
+    click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment."),
+    click.option("--include", "includes", multiple=True, metavar="PATTERN",
+                 help="Sync this ignored path too (gitignore syntax; repeatable)."),
+    click.option("--exclusive", is_flag=True,
+                 help="Refuse to start if this project already runs a job on the host."),
+    click.option("--no-resume", is_flag=True,
+                 help="Do not set RUNCTL_RESUME_FROM from the latest checkpoint."),
+    click.option("--resume-from", metavar="PATH", help="Checkpoint to resume from (on the host)."),
+    click.option("--checkpoint-dir", metavar="DIR", help="Checkpoint directory on the host."),
+    click.option("--install-deps/--no-install-deps", default=None,
+                 help="Install requirements.txt into a venv on the host "
+                 "(default: yes on remote hosts, no locally)."),
+    click.option("--grace", type=float, metavar="SECONDS",
+                 help="SIGTERM-to-SIGKILL grace period on cancel."),
+]  # fmt: skip
+
+
+def _with_submit_options(fn: Any) -> Any:
+    for option in reversed(submit_options):
+        fn = option(fn)
+    return fn
+
+
+def _submit(
+    argv: list[str], kind: str, on: str | None, opts: dict[str, Any], *, quiet: bool = False
+) -> Job:
+    from runctl.core.jobs import SubmitRequest, submit
+    from runctl.core.targets import resolve_target
+
+    rt = runtime()
+    target = resolve_target(rt, on)
+    request = SubmitRequest(
+        argv=argv,
+        kind=kind,
+        name=opts.get("name"),
+        project=opts.get("project"),
+        env=_parse_env(opts.get("env", ())),
+        includes=opts.get("includes", ()),
+        exclusive=bool(opts.get("exclusive")),
+        resume=not opts.get("no_resume"),
+        resume_from=opts.get("resume_from"),
+        checkpoint_dir=opts.get("checkpoint_dir"),
+        install_requirements=opts.get("install_deps"),
+        grace_s=opts.get("grace"),
+    )
+    result = submit(rt, target, request, progress)
+    job = result.job
+    if not quiet:
+        sync_note = ""
+        if result.sync is not None:
+            s = result.sync
+            sync_note = (
+                f" (code unchanged, {s.files_total} files)"
+                if s.skipped or not s.files_sent
+                else f" (synced {s.files_sent}/{s.files_total} files)"
+            )
+        progress(f"started {job.job_id} on {_on(job)} in {result.seconds:.2f}s{sync_note}")
+    return job
+
+
+def _follow_to_end(job: Job, *, cancel_on_interrupt: bool) -> Job:
+    from runctl.core import jobs as core
+
+    rt = runtime()
+    try:
+        job, _ = core.follow(rt, job, binary_stdout(), progress)
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            progress(f"\ninterrupted: cancelling {job.job_id} ...")
+            job = core.cancel(rt, job)
+            progress(f"{job.job_id} {job.state}")
+            raise
+        progress(f"\ndetached; {job.job_id} keeps running. Follow again with "
+                 f"`runctl logs {job.job_id} -f`")  # fmt: skip
+        sys.exit(0)
+    if job.state == JobState.LOST:
+        # The tail ended because the agent vanished; one last look settles the final state.
+        job, _ = core.refresh_one(rt, job)
+    return job
+
+
+def _finish(job: Job) -> None:
+    from runctl.core.jobs import exit_code_of
+
+    code = exit_code_of(job)
+    if is_json():
+        emit(job_json(job))
+    if code != 0:
+        raise CommandFailedError(
+            f"job {job.job_id} {job.state} with exit code {code}",
+            exit_code=code,
+            hint=f"see `runctl logs {job.job_id}`",
+        )
+
+
+_RUN_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@_with_submit_options
+@click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
+@json_option
+@click.argument("script")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
+        on: str | None, **opts: Any) -> None:  # fmt: skip
+    """Run SCRIPT as a detached job; arguments after SCRIPT (or after --) go to it.
+
+    \b
+    .py files run with `uv run` when uv is on the host (PEP 723 inline deps honoured),
+    else with the host's python; other files are executed directly.
+    """
+    job = _submit([script, *_split_args(script_args)], "script", on, opts)
+    if follow:
+        job = _follow_to_end(job, cancel_on_interrupt=False)
+        _finish(job)
+        return
+    if wait_:
+        from runctl.core.jobs import wait
+
+        job, _ = wait(runtime(), job, progress)
+        _finish(job)
+        return
+    emit(job_json(job), lambda: click.echo(job.job_id))
+    if not is_json():
+        progress(f"follow with: runctl logs {job.job_id} -f")
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@_with_submit_options
+@json_option
+@click.argument("script")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def local(script: str, script_args: tuple[str, ...], **opts: Any) -> None:
+    """Run SCRIPT here in the foreground; its exit code becomes runctl's. Ctrl-C cancels it."""
+    opts.pop("on", None)
+    job = _submit([script, *_split_args(script_args)], "script", "local", opts)
+    _finish(_follow_to_end(job, cancel_on_interrupt=True))
+
+
+@click.command(name="exec", context_settings=_RUN_CONTEXT)
+@_with_submit_options
+@json_option
+@click.argument("command")
+@click.argument("command_args", nargs=-1, type=click.UNPROCESSED)
+def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: Any) -> None:
+    """Run COMMAND on a target (default local) in the foreground, in the synced project.
+
+    \b
+    Example: runctl exec --on ssh:gpu1 -- nvidia-smi
+    """
+    if command == "--":
+        if not command_args:
+            raise UsageError("nothing to run", hint="runctl exec --on HOST -- COMMAND [ARGS]")
+        command, command_args = command_args[0], command_args[1:]
+    job = _submit([command, *command_args], "command", on, opts)
+    _finish(_follow_to_end(job, cancel_on_interrupt=True))
+
+
+@click.command()
+@click.option("--state", "states", multiple=True,
+              type=click.Choice([s.value for s in JobState]), help="Only jobs in this state.")
+@click.option("--on", "on", metavar="TARGET", help="Only jobs on this target (local, ssh:HOST).")
+@click.option("--project", help="Only jobs of this project.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--no-refresh", is_flag=True, help="Show state as last recorded; no host queries.")
+@json_option
+def jobs(states: tuple[str, ...], on: str | None, project: str | None, limit: int,
+         no_refresh: bool) -> None:  # fmt: skip
+    """List jobs, newest first, refreshing unfinished ones from their hosts."""
+    from runctl.core.jobs import refresh
+
+    rt = runtime()
+    provider = instance_id = None
+    if on:
+        provider, _, instance_id = on.partition(":")
+        if provider == "local":
+            instance_id = "local"
+    found = rt.store.list_jobs(provider=provider, instance_id=instance_id or None,
+                               project=project, limit=limit)  # fmt: skip
+    errors: dict[str, str] = {}
+    if not no_refresh:
+        found, errors = refresh(rt, found)
+    for where, why in errors.items():
+        progress(f"warning: {where} unreachable ({why}); showing last known state")
+    if states:
+        found = [j for j in found if j.state.value in states]
+
+    def text() -> None:
+        if not found:
+            click.echo("no jobs yet: start one with `runctl run SCRIPT`")
+            return
+        table(
+            ["job", "state", "on", "command", "age", "exit"],
+            [(j.job_id, j.state, _on(j), _short(j.argv), age(j.created_at), j.exit_code)
+             for j in found],
+        )  # fmt: skip
+
+    emit([job_json(j) for j in found], text)
+
+
+def _short(argv: Sequence[str], width: int = 40) -> str:
+    import shlex
+
+    text = shlex.join(argv)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.command()
+@click.argument("job_ref", required=False)
+@json_option
+def status(job_ref: str | None) -> None:
+    """Show JOB in detail, or (without JOB) hosts and recent jobs."""
+    from runctl.core.jobs import refresh, refresh_one
+
+    rt = runtime()
+    if job_ref is None:
+        recent, errors = refresh(rt, rt.store.list_jobs(limit=10))
+        active = [j for j in recent if not j.state.is_final]
+        hosts = rt.store.list_hosts()
+        data = {
+            "active_jobs": [job_json(j) for j in active],
+            "recent_jobs": [job_json(j) for j in recent],
+            "hosts": [h.name for h in hosts],
+            "unreachable": errors,
+        }
+
+        def overview() -> None:
+            click.echo(f"{len(active)} active job(s), {len(hosts)} registered host(s)")
+            if recent:
+                click.echo("")
+                table(["job", "state", "on", "age", "exit"],
+                      [(j.job_id, j.state, _on(j), age(j.created_at), j.exit_code)
+                       for j in recent])  # fmt: skip
+            for where, why in errors.items():
+                progress(f"warning: {where} unreachable ({why})")
+
+        emit(data, overview)
+        return
+    job = rt.store.get_job(job_ref)
+    detail: dict[str, Any] = {}
+    checkpoints: list[dict[str, Any]] = []
+    if not job.state == JobState.SUBMITTING:
+        job, detail = refresh_one(rt, job)
+        checkpoints = _list_checkpoints(job)
+    data = job_json(job, log_bytes=detail.get("log_bytes"),
+                    heartbeat_age_s=detail.get("heartbeat_age_s"),
+                    resume_from=detail.get("resume_from"), checkpoints=checkpoints)  # fmt: skip
+
+    def text() -> None:
+        rows = [
+            ("job", job.job_id), ("state", job.state), ("on", _on(job)),
+            ("command", " ".join(job.argv)), ("exit code", job.exit_code),
+            ("created", job.created_at), ("ended", job.ended_at), ("workdir", job.workdir),
+            ("log", f"{job.job_dir}/log ({detail.get('log_bytes', '?')} bytes)"),
+            ("resumed from", detail.get("resume_from")),
+            ("checkpoints", f"{job.checkpoint_dir} ({len(checkpoints)})"),
+        ]  # fmt: skip
+        for key, value in rows:
+            if value not in (None, ""):
+                click.echo(f"{key:>13}: {value}")
+        for ck in checkpoints[-5:]:
+            click.echo(f"{'':>15}{Path(ck['path']).name}  {ck['bytes']:,} bytes")
+
+    emit(data, text)
+
+
+def _list_checkpoints(job: Job) -> list[dict[str, Any]]:
+    from runctl.core import agent
+    from runctl.core.targets import instance_of_job
+
+    target = instance_of_job(runtime(), job.provider, job.instance_id)
+    transport = target.provider.connect(target.instance)
+    found: list[dict[str, Any]] = agent.call_json(
+        target.instance, transport, ["checkpoints", "--dir", job.checkpoint_dir]
+    )
+    return found
+
+
+@click.command()
+@click.argument("job_ref")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("-n", "--tail", "tail", type=click.IntRange(min=1), help="Only the last N lines.")
+@json_option
+def logs(job_ref: str, follow: bool, tail: int | None) -> None:
+    """Print JOB's log (stdout+stderr). Reconnects by byte offset if the host drops."""
+    from runctl.core import jobs as core
+
+    rt = runtime()
+    job = rt.store.get_job(job_ref)
+    if is_json():
+        import io
+
+        buffer = io.BytesIO()
+        job, end = core.follow(rt, job, buffer, progress, follow=follow, last_lines=tail or 0)
+        emit(job_json(job, log=buffer.getvalue().decode(errors="replace")))
+        return
+    try:
+        job, _ = core.follow(rt, job, binary_stdout(), progress, follow=follow,
+                             last_lines=tail or 0)  # fmt: skip
+    except KeyboardInterrupt:
+        progress(f"\nstopped following; {job.job_id} keeps running")
+        sys.exit(0)
+    if follow and job.state.is_final:
+        progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
+
+
+@click.command(name="wait")
+@click.argument("job_ref")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up after this long (exit 124); the job keeps running.")  # fmt: skip
+@json_option
+def wait(job_ref: str, timeout: float | None) -> None:
+    """Wait for JOB to end and exit with its exit code (128+N if killed by signal N)."""
+    from runctl.core import jobs as core
+
+    rt = runtime()
+    job = rt.store.get_job(job_ref)
+    job, _ = core.wait(rt, job, progress, timeout_s=timeout)
+    if not job.state.is_final and job.state != JobState.LOST:
+        emit(job_json(job, timed_out=True))
+        raise CommandFailedError(
+            f"{job.job_id} still {job.state} after {timeout:g}s",
+            exit_code=TIMEOUT_EXIT,
+            hint=f"wait longer with `runctl wait {job.job_id}`",
+        )
+    if not is_json():
+        progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
+    _finish(job)
+
+
+@click.command()
+@click.argument("job_ref")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Seconds between SIGTERM and SIGKILL (default: jobs.grace_s).")  # fmt: skip
+@json_option
+def cancel(job_ref: str, grace: float | None) -> None:
+    """Cancel JOB: SIGTERM to its process group, then SIGKILL after the grace period."""
+    from runctl.core import jobs as core
+
+    rt = runtime()
+    job = rt.store.get_job(job_ref)
+    if job.state.is_final:
+        progress(f"{job.job_id} already {job.state}")
+    else:
+        job = core.cancel(rt, job, grace_s=grace)
+    emit(job_json(job), f"{job.job_id} {job.state}")
+
+
+@click.command()
+@click.argument("job_ref")
+@click.argument("path")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option("--checkpoints", is_flag=True, help="PATH is relative to the checkpoint dir.")
+@click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
+@json_option
+def get(job_ref: str, path: str, dest: Path | None, checkpoints: bool, force: bool) -> None:
+    """Download PATH (relative to the job dir, e.g. outputs/metrics.json) to DEST."""
+    from runctl.core import jobs as core
+
+    rt = runtime()
+    job = rt.store.get_job(job_ref)
+    rel = core.check_relative(path)
+    target = dest if dest is not None else Path(Path(rel).name or "download")
+    written = core.fetch(rt, job, rel, target, root="checkpoints" if checkpoints else "job",
+                         overwrite=force)  # fmt: skip
+    emit({"job_id": job.job_id, "path": rel, "dest": str(written)}, f"{written}")

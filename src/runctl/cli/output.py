@@ -1,0 +1,112 @@
+"""Output helpers: JSON on stdout with --json, aligned tables otherwise, progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from runctl.runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    config_path: str | None
+    json: bool
+    _runtime: Runtime | None = field(default=None, repr=False)
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from runctl import config
+
+            cfg = config.load(Path(self.config_path) if self.config_path else None)
+            self._runtime = Runtime(config=cfg, home=config.home(), json=self.json)
+        return self._runtime
+
+
+def json_option(fn: F) -> F:
+    """Add ``--json`` to a command (the root's --json works too)."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.find_object(Ctx).json = True  # type: ignore[union-attr]
+        return value
+
+    return click.option(
+        "--json", "json_", is_flag=True, expose_value=False, callback=set_json,
+        is_eager=True, help="Print JSON on stdout.",
+    )(fn)  # fmt: skip
+
+
+def get_ctx() -> Ctx:
+    ctx = click.get_current_context().find_object(Ctx)
+    assert ctx is not None
+    return ctx
+
+
+def runtime() -> Runtime:
+    return get_ctx().runtime()
+
+
+def is_json() -> bool:
+    return get_ctx().json
+
+
+def progress(message: str) -> None:
+    """Progress and warnings: always stderr, so stdout stays parseable."""
+    click.echo(message, err=True)
+
+
+def emit(data: Any, text: Callable[[], None] | str | None = None) -> None:
+    """Print ``data`` as JSON under --json, else run/print the human rendering."""
+    if is_json():
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif callable(text):
+        text()
+    elif text is not None:
+        click.echo(text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
+    click.echo(line.rstrip())
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def age(iso: str | None) -> str:
+    """Human duration since an ISO timestamp ("3m", "2h05m")."""
+    if not iso:
+        return ""
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return duration((datetime.now(UTC) - then).total_seconds())
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def binary_stdout() -> Any:
+    return sys.stdout.buffer

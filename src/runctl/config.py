@@ -1,0 +1,205 @@
+"""Configuration: TOML files merged over built-in defaults; every file may be partial.
+
+Precedence (later wins): defaults < user file (``$RUNCTL_CONFIG`` or
+``$XDG_CONFIG_HOME/runctl/config.toml``) < project file (nearest ``.runctl.toml`` upwards from the
+working directory) < ``-c/--config FILE``. Keys are checked against ``SCHEMA`` so a typo is an
+error with a suggestion, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runctl.errors import ConfigError
+
+PROJECT_FILE = ".runctl.toml"
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type
+    default: Any
+    help: str
+
+
+SCHEMA: dict[str, Key] = {
+    "defaults.on": Key(str, "local", "where `runctl run` runs without --on (local, ssh:HOST)"),
+    "defaults.project": Key(str, "", "project name (default: the project root's directory name)"),
+    "jobs.grace_s": Key(float, 10.0, "seconds between SIGTERM and SIGKILL on cancel"),
+    "jobs.install_requirements": Key(bool, True, "install requirements.txt on remote hosts"),
+    "local.checkpoint_dir": Key(str, "", "base dir for local checkpoints (default: RUNCTL_HOME)"),
+    "local.python": Key(str, "", "interpreter for local jobs (default: the one running runctl)"),
+    "ssh.config_file": Key(str, "", "ssh_config file passed as -F (default: ~/.ssh/config)"),
+    "ssh.connect_timeout_s": Key(int, 10, "ssh ConnectTimeout"),
+    "ssh.control_persist_s": Key(int, 600, "keep the shared ssh connection open this long"),
+    "ssh.sync_method": Key(str, "auto", "how trees are copied: auto (rsync, else tar), rsync, tar"),
+    "ssh.reconnect_timeout_s": Key(float, 300.0, "how long `logs --follow` retries a lost host"),
+    "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`"),
+}
+
+
+def home() -> Path:
+    """Directory for state and caches (``RUNCTL_HOME``, default ~/.local/share/runctl)."""
+    env = os.environ.get("RUNCTL_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "runctl"
+
+
+def user_config_path() -> Path:
+    env = os.environ.get("RUNCTL_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "runctl" / "config.toml"
+
+
+def find_project_config(start: Path | None = None) -> Path | None:
+    """Nearest ``.runctl.toml`` in ``start`` or its parents."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        candidate = d / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class Config:
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)  # key -> file it came from
+    files: list[Path] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        if key not in SCHEMA:
+            raise KeyError(key)
+        return self.values.get(key, SCHEMA[key].default)
+
+
+def load(explicit: Path | None = None) -> Config:
+    """Merge defaults and every config file that exists; raise ConfigError on bad content."""
+    cfg = Config(values={k: v.default for k, v in SCHEMA.items()})
+    candidates: list[Path] = [user_config_path()]
+    project = find_project_config()
+    if project:
+        candidates.append(project)
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(
+                f"config file not found: {explicit}",
+                hint="check the -c/--config path, or create it with `runctl init`",
+            )
+        candidates.append(explicit)
+    for path in candidates:
+        if path.is_file():
+            for key, value in read_file(path).items():
+                cfg.values[key] = value
+                cfg.sources[key] = str(path)
+            cfg.files.append(path)
+    return cfg
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Read one TOML file into flat, type-checked ``section.key`` values."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    flat: dict[str, Any] = {}
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"{path}: top-level key {section!r} must be a [section]",
+                hint=f"known keys: {', '.join(sorted(SCHEMA))}",
+            )
+        for name, value in body.items():
+            key = f"{section}.{name}"
+            flat[key] = check_value(key, value, where=str(path))
+    return flat
+
+
+def check_value(key: str, value: Any, where: str = "") -> Any:
+    """Validate ``value`` for ``key`` (ints are accepted for floats)."""
+    prefix = f"{where}: " if where else ""
+    spec = SCHEMA.get(key)
+    if spec is None:
+        close = difflib.get_close_matches(key, SCHEMA, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "run `runctl config show` for keys"
+        raise ConfigError(f"{prefix}unknown config key {key!r}", hint=hint)
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{prefix}{key} must be {spec.type.__name__}, got {type(value).__name__}",
+            hint=spec.help,
+        )
+    return value
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Turn command-line text into the typed value ``key`` expects."""
+    spec = SCHEMA.get(key)
+    if spec is None:
+        check_value(key, text)  # raises with a suggestion
+        raise AssertionError  # pragma: no cover
+    if spec.type is bool:
+        lowered = text.strip().lower()
+        if lowered in {"true", "yes", "1", "on"}:
+            return True
+        if lowered in {"false", "no", "0", "off"}:
+            return False
+        raise ConfigError(f"{key} must be true or false, got {text!r}")
+    if spec.type in (int, float):
+        try:
+            return spec.type(text)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {text!r}") from None
+    return text
+
+
+def set_value(path: Path, key: str, text: str) -> Any:
+    """Write one key into ``path``, keeping every other key already in that file."""
+    import tomli_w
+
+    value = parse_value(key, text)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        read_file(path)  # refuse to rewrite a file we could not read back
+        data = tomllib.loads(path.read_text())
+    section, name = key.split(".", 1)
+    data.setdefault(section, {})[name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomli_w.dumps(data))
+    tmp.replace(path)
+    return value
+
+
+def default_file_text() -> str:
+    """A commented config with every key at its default (what `runctl init` writes)."""
+    lines = ["# runctl configuration; every key is optional. `runctl config show` lists them."]
+    section = ""
+    for key, spec in SCHEMA.items():
+        sec, name = key.split(".", 1)
+        if sec != section:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        lines.append(f"# {spec.help}")
+        lines.append(f"# {name} = {_toml_literal(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)

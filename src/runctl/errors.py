@@ -1,0 +1,92 @@
+"""User-facing errors and the exit codes they map to.
+
+Every failure a user can cause or meet is a ``RunctlError``: one line of message plus a hint.
+The CLI's single error handler prints ``Error: <message>`` and ``hint: <hint>`` on stderr and
+exits with ``exit_code``. Anything else escaping is a bug and shows a traceback only with
+``RUNCTL_DEBUG=1``.
+
+Exit codes (stable, documented in docs/cli.md):
+
+    0   success
+    1   generic runctl error
+    2   usage error (bad flag or argument; click's own code)
+    3   configuration error
+    4   authentication / credentials
+    5   not found (job, host, instance, file)
+    6   capability not supported by the provider
+    7   transport error (ssh/connection)
+    8   provider API error
+    9   conflict (busy job dir, refused while running)
+    130 interrupted (Ctrl-C)
+
+``runctl wait`` / ``runctl local`` / ``runctl exec`` instead exit with the job's own exit code
+(128+N when the job died of signal N), so a failing script fails the calling shell.
+"""
+
+from __future__ import annotations
+
+
+class RunctlError(Exception):
+    """Base of every expected failure: a one-line message and an optional hint."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(RunctlError):
+    """Invalid argument values that click itself cannot check."""
+
+    exit_code = 2
+
+
+class ConfigError(RunctlError):
+    exit_code = 3
+
+
+class AuthError(RunctlError):
+    exit_code = 4
+
+
+class NotFoundError(RunctlError):
+    exit_code = 5
+
+
+class NotSupportedError(RunctlError):
+    exit_code = 6
+
+
+class TransportError(RunctlError):
+    exit_code = 7
+
+
+class ProviderError(RunctlError):
+    """A provider API answered with an error; carries the HTTP-ish status and body."""
+
+    exit_code = 8
+
+    def __init__(
+        self, message: str, hint: str | None = None, status: int | None = None, body: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.body = body
+
+
+class NoCapacityError(ProviderError):
+    pass
+
+
+class ConflictError(RunctlError):
+    exit_code = 9
+
+
+class CommandFailedError(RunctlError):
+    """A job or remote command ended with a non-zero exit code; we exit with the same code."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

@@ -1,0 +1,1 @@
+"""Local state: SQLite in RUNCTL_HOME (WAL, numbered migrations)."""

@@ -1,0 +1,1 @@
+"""Storage: checkpoints and (later) object-store transfers."""

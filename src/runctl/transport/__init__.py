@@ -1,0 +1,1 @@
+"""Transports: how runctl acts on a host (local subprocess, OpenSSH, later SSM)."""

@@ -1,0 +1,42 @@
+"""The Transport seam: run a command, stream one, move bytes and trees to and from a host.
+
+Arguments are always argv lists; a transport that goes through a remote shell quotes them with
+``shlex.join`` so user input arrives literally (no injection).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from runctl.models import Completed
+
+
+class Transport(ABC):
+    #: human name used in messages ("local", "ssh gpu-box")
+    label: str
+    #: python interpreter on the host used to run the agent
+    python: str
+
+    @abstractmethod
+    def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> Completed:
+        """Run ``argv`` on the host and capture its output. Raises TransportError if unreachable."""
+
+    @abstractmethod
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` on the host with stdout/stderr piped, for streaming."""
+
+    @abstractmethod
+    def send_files(self, root: Path, files: Sequence[str], remote_dir: str) -> int:
+        """Copy ``files`` (relative to ``root``) into ``remote_dir``; return bytes sent."""
+
+    @abstractmethod
+    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
+        """Copy a file or directory from the host to ``local_path``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most transports hold nothing
+        """Release connections (the SSH master is deliberately kept warm)."""

@@ -1,0 +1,55 @@
+"""Local transport: the "host" is this machine, commands are plain subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runctl.errors import TransportError
+from runctl.models import Completed
+from runctl.transport.base import Transport
+
+
+class LocalTransport(Transport):
+    label = "local"
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+
+    def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> Completed:
+        try:
+            proc = subprocess.run(
+                list(argv), input=input, capture_output=True, timeout=timeout, check=False
+            )
+        except FileNotFoundError as exc:
+            raise TransportError(f"command not found: {argv[0]}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise TransportError(f"local command timed out after {timeout}s: {argv[0]}") from exc
+        return Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def send_files(self, root: Path, files: Sequence[str], remote_dir: str) -> int:
+        dest = Path(os.path.expanduser(remote_dir))
+        sent = 0
+        for rel in files:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target)
+            sent += target.stat().st_size
+        return sent
+
+    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
+        source = Path(os.path.expanduser(remote_path))
+        if recursive:
+            shutil.copytree(source, local_path, dirs_exist_ok=True)
+        else:
+            local_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, local_path)

@@ -1,0 +1,1 @@
+"""Real test hosts (sshd on loopback, network-namespace hosts) for integration tests."""
