@@ -40,6 +40,11 @@ SCHEMA: dict[str, Key] = {
     "ssh.sync_method": Key(str, "auto", "how trees are copied: auto (rsync, else tar), rsync, tar"),
     "ssh.reconnect_timeout_s": Key(float, 300.0, "how long `logs --follow` retries a lost host"),
     "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`"),
+    "aws.region": Key(str, "", "AWS region (default: the AWS SDK chain: AWS_REGION, profile)"),
+    "aws.profile": Key(str, "", "AWS named profile (default: the SDK chain)"),
+    "s3.endpoint_url": Key(str, "", "S3-compatible endpoint (MinIO, SeaweedFS); default AWS"),
+    "s3.max_concurrency": Key(int, 16, "parallel S3 transfers (parts and files)"),
+    "s3.multipart_threshold_mb": Key(int, 16, "files above this size upload in parts"),
 }
 
 

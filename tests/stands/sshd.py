@@ -102,7 +102,7 @@ def start_sshd(workdir: Path, user: str = DEFAULT_USER) -> SSHStand:
     ssh_dir = home / ".ssh"
     _install_dir(ssh_dir, 0o700, uid, gid)
     _prune_stale_keys(ssh_dir)
-    authorized_keys = ssh_dir / f"{_KEYS_PREFIX}{secrets.token_hex(6)}"
+    authorized_keys = ssh_dir / f"{_KEYS_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     authorized_keys.write_text((workdir / "id_ed25519.pub").read_text())
     os.chown(authorized_keys, uid, gid)
     os.chmod(authorized_keys, 0o600)
@@ -241,18 +241,19 @@ def _free_port() -> int:
 
 
 def _ensure_user(user: str) -> tuple[Path, int, int]:
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        created = subprocess.run(
-            ["useradd", "-m", "-s", "/bin/bash", user], capture_output=True, text=True, check=False
-        )
-        try:  # a concurrent session may have created it first
+    # Concurrent sessions may race here; useradd/usermod fail while another holds the lock.
+    for attempt in range(20):
+        try:
             pw = pwd.getpwnam(user)
         except KeyError:
-            raise RuntimeError(f"useradd {user} failed: {created.stderr.strip()}") from None
-    # sshd with UsePAM no refuses locked ('!') accounts.
-    subprocess.run(["usermod", "-p", "*", user], capture_output=True, check=True)
+            _retry_tool(["useradd", "-m", "-s", "/bin/bash", user], attempt)
+            continue
+        if not _password_field(user).startswith("!"):
+            break
+        # sshd with UsePAM no refuses locked ('!') accounts ("account is locked").
+        _retry_tool(["usermod", "-p", "*", user], attempt)
+    else:
+        raise RuntimeError(f"could not create and unlock the test user {user}")
     home = Path(pw.pw_dir)
     if not home.is_dir():
         home.mkdir(parents=True, mode=0o755)
@@ -267,6 +268,22 @@ def _ensure_user(user: str) -> tuple[Path, int, int]:
             path.write_text(text)
             os.chown(path, pw.pw_uid, pw.pw_gid)
     return home, pw.pw_uid, pw.pw_gid
+
+
+def _retry_tool(argv: list[str], attempt: int) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        if attempt >= 19:
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+        time.sleep(0.1)
+
+
+def _password_field(user: str) -> str:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user and len(fields) > 1:
+            return fields[1]
+    return ""
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -290,11 +307,12 @@ def _install_dir(path: Path, mode: int, uid: int, gid: int) -> None:
     os.chmod(path, mode)
 
 
-def _prune_stale_keys(ssh_dir: Path, max_age_s: float = 86400) -> None:
-    now = time.time()
+def _prune_stale_keys(ssh_dir: Path) -> None:
+    """Remove the keys files of stands whose test process is gone (crashed runs)."""
     for path in ssh_dir.glob(f"{_KEYS_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            if now - path.stat().st_mtime > max_age_s:
+        owner = path.name[len(_KEYS_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or not _alive(int(owner)):
+            with contextlib.suppress(OSError):
                 path.unlink()
 
 

@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
@@ -439,21 +440,21 @@ class Manifest:
 
 
 def _digest(files: Mapping[str, FileEntry]) -> str:
-    hasher = hashlib.sha256()
-    for path in sorted(files):
-        entry = files[path]
-        # NUL cannot occur in a path and the other fields have fixed shapes, so the byte
-        # stream decodes unambiguously even for paths containing newlines.
-        line = f"{path}\0{entry.size}\0{entry.sha256}\0{int(entry.executable)}\n"
-        hasher.update(line.encode("utf-8", "surrogateescape"))
-    return hasher.hexdigest()
+    # NUL cannot occur in a path and the other fields have fixed shapes, so the byte stream
+    # decodes unambiguously even for paths containing newlines. One join + one update is much
+    # cheaper than 10k small hasher updates.
+    text = "".join(
+        f"{path}\0{e.size}\0{e.sha256}\0{e.executable:d}\n" for path, e in sorted(files.items())
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-_CacheEntry = tuple[int, int, int, str]  # size, mtime_ns, inode, sha256
+def _load_cache(cache_path: Path | None) -> dict[str, Any]:
+    """Read the hash cache's raw entries; anything unreadable or malformed counts as empty.
 
-
-def _load_cache(cache_path: Path | None) -> dict[str, _CacheEntry]:
-    """Read the hash cache; anything unreadable or malformed counts as an empty cache."""
+    Entries are validated one by one when used: checking all of them up front costs about as
+    much as the stat calls the cache exists to limit us to.
+    """
     if cache_path is None:
         return {}
     try:
@@ -462,27 +463,12 @@ def _load_cache(cache_path: Path | None) -> dict[str, _CacheEntry]:
         return {}
     if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
         return {}
-    raw = data.get("entries")
-    if not isinstance(raw, dict):
-        return {}
-    cache: dict[str, _CacheEntry] = {}
-    for path, value in raw.items():
-        if (
-            isinstance(value, list)
-            and len(value) == 4
-            and all(type(v) is int for v in value[:3])
-            and isinstance(value[3], str)
-            and _SHA256_RE.fullmatch(value[3])
-        ):
-            cache[path] = (value[0], value[1], value[2], value[3])
-    return cache
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
 
 
-def _write_cache(cache_path: Path, cache: Mapping[str, _CacheEntry]) -> None:
-    payload = json.dumps(
-        {"version": _CACHE_VERSION, "entries": {k: list(v) for k, v in cache.items()}},
-        separators=(",", ":"),
-    )
+def _write_cache(cache_path: Path, entries: Mapping[str, list[Any]]) -> None:
+    payload = json.dumps({"version": _CACHE_VERSION, "entries": entries}, separators=(",", ":"))
     tmp_name: str | None = None
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -515,27 +501,38 @@ def build_manifest(root: Path, files: Sequence[str], cache_path: Path | None) ->
     reuses the cached hash and is only ``stat``-ed. The cache is rewritten atomically, and only
     when its content changed. Files that disappeared since selection are left out.
     """
-    cache = _load_cache(cache_path)
-    new_cache: dict[str, _CacheEntry] = {}
+    cached_entries = _load_cache(cache_path)
+    new_cache: dict[str, list[Any]] = {}
+    rewritten = False  # did any stored record differ from what the cache file holds?
     entries: dict[str, FileEntry] = {}
     fresh_after = time.time_ns() - _RACY_WINDOW_NS
-    root_str = str(root)
+    prefix = os.path.join(str(root), "")
     for rel in files:
-        path = os.path.join(root_str, rel)
+        path = prefix + rel
         try:
             st = os.stat(path)
-            key = (st.st_size, st.st_mtime_ns, st.st_ino)
-            cached = cache.get(rel)
-            sha = cached[3] if cached is not None and cached[:3] == key else _hash_file(path)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+            record = cached_entries.get(rel)
+            if not (
+                isinstance(record, list)
+                and len(record) == 4
+                and record[0] == size
+                and record[1] == mtime_ns
+                and record[2] == st.st_ino
+                and isinstance(record[3], str)
+                and _SHA256_RE.fullmatch(record[3])
+            ):
+                record = [size, mtime_ns, st.st_ino, _hash_file(path)]
+                rewritten = True
         except FileNotFoundError:
             continue  # deleted since selection: treat as gone, the next sync sees the truth
-        if st.st_mtime_ns < fresh_after:
-            new_cache[rel] = (*key, sha)
-        # Read from stat every time (not cached): chmod changes no mtime.
-        entries[rel] = FileEntry(
-            size=st.st_size, sha256=sha, executable=bool(st.st_mode & stat.S_IXUSR)
-        )
-    if cache_path is not None and new_cache != cache:
+        if mtime_ns < fresh_after:
+            new_cache[rel] = record
+        # The exec bit comes from stat every time, not the cache: chmod leaves mtime alone.
+        entries[rel] = FileEntry(size, record[3], bool(st.st_mode & stat.S_IXUSR))
+    # Every reused record came from the file under the same key, so equal counts and no new
+    # records mean the cache content is unchanged and rewriting it would be wasted I/O.
+    if cache_path is not None and (rewritten or len(new_cache) != len(cached_entries)):
         _write_cache(cache_path, new_cache)
     return Manifest.from_entries(entries)
 

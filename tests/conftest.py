@@ -1,0 +1,134 @@
+"""Shared fixtures: an isolated RUNCTL_HOME per test, a CLI runner, and real SSH stands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--live", action="store_true", help="run tests against real clouds")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--live"):
+        return
+    skip = pytest.mark.skip(reason="live cloud test; pass --live to run")
+    for item in items:
+        if "live" in item.keywords:
+            item.add_marker(skip)
+
+
+def need(reason: str | None) -> None:
+    """Skip when a stand is unavailable — except in CI, where that is a failure."""
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"test stand unavailable in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def runctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "runctl-home"
+    monkeypatch.setenv("RUNCTL_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.delenv("RUNCTL_CONFIG", raising=False)
+    monkeypatch.delenv("RUNCTL_DEBUG", raising=False)
+    return home
+
+
+@dataclass
+class CLI:
+    """Runs the real ``runctl`` in a subprocess, as a user would."""
+
+    cwd: Path
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runctl", *args],
+            cwd=cwd or self.cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runctl", *args],
+            cwd=cwd or self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def cli() -> CLI:
+    return CLI(cwd=REPO)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A small project tree (marker file + scripts) outside the repo."""
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'proj'\n")
+    (root / "hello.py").write_text((REPO / "examples" / "hello.py").read_text())
+    (root / "pkg" / "util.py").write_text("VALUE = 1\n")
+    return root
+
+
+def _write_user_config(home_cfg: Path, text: str) -> None:
+    home_cfg.parent.mkdir(parents=True, exist_ok=True)
+    home_cfg.write_text(text)
+
+
+# ---------------------------------------------------------------------------- ssh stands
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from tests.stands.sshd import ssh_available, start_sshd
+
+    need(ssh_available())
+    stand = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield stand
+    stand.stop()
+
+
+@pytest.fixture
+def ssh_config(sshd: object, runctl_home: Path, tmp_path: Path) -> Path:
+    """Point runctl at the stand's ssh_config through the user config file."""
+    cfg = tmp_path / "xdg-config" / "runctl" / "config.toml"
+    _write_user_config(cfg, f'[ssh]\nconfig_file = "{sshd.ssh_config}"\n')  # type: ignore[attr-defined]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def netns_host(sshd: object) -> Iterator[object]:
+    from tests.stands.netns import netns_available, start_netns_host
+
+    need(netns_available())
+    host = start_netns_host(sshd, 7)  # type: ignore[arg-type]
+    yield host
+    host.stop()
