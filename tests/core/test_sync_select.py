@@ -133,6 +133,7 @@ def test_negation(tmp_path: Path) -> None:
 def test_negation_cannot_reach_into_ignored_dir(tmp_path: Path) -> None:
     # git never looks inside an excluded directory, so the negation has no effect.
     write(tmp_path, ".gitignore", "build/\n!build/keep.txt\n")
+    write(tmp_path, "build/.gitignore", "!*\n")  # never read: its directory is ignored
     tree(tmp_path, "build/keep.txt", "build/other.txt", "main.py")
     assert collect_files(tmp_path) == [".gitignore", "main.py"]
 
@@ -296,6 +297,15 @@ def test_symlinks(tmp_path: Path) -> None:
     assert collect_files(root) == ["inside.txt", "real/a.txt", "relative.txt"]
 
 
+def test_non_utf8_file_name_round_trips(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes: not valid UTF-8
+    (tmp_path / name).write_text("x")
+    files = collect_files(tmp_path)
+    assert files == [name]
+    m = build_manifest(tmp_path, files, tmp_path.parent / f"{tmp_path.name}-cache.json")
+    assert manifest_from_json(manifest_to_json(m)) == m
+
+
 def test_fifo_skipped(tmp_path: Path) -> None:
     write(tmp_path, "a.py")
     os.mkfifo(tmp_path / "pipe")
@@ -413,6 +423,10 @@ def test_recently_modified_files_are_not_cached(tmp_path: Path) -> None:
     m = build_manifest(root, ["new.txt", "old.txt"], cache)
     assert set(m.files) == {"new.txt", "old.txt"}
     assert set(json.loads(cache.read_text())["entries"]) == {"old.txt"}
+    # Re-hashing the young file must not count as a cache change.
+    before = cache.stat()
+    assert build_manifest(root, ["new.txt", "old.txt"], cache) == m
+    assert cache.stat().st_ino == before.st_ino
 
 
 @pytest.mark.parametrize(

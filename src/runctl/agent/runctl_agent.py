@@ -139,7 +139,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", job_id):
         print(json.dumps({"error": "bad job id"}))
         return EXIT_BAD_SPEC
-    base = os.path.expanduser(args.base)
+    base = os.path.abspath(os.path.expanduser(args.base))
     if args.expect_manifest:
         digest_file = os.path.join(os.path.expanduser(args.code_dir), ".runctl", "manifest.digest")
         try:
@@ -393,7 +393,19 @@ def build_argv(spec: dict, workdir: str, python: str) -> list:
 
 
 def supervise(job_dir: str) -> int:
-    return Supervisor(job_dir).run()
+    supervisor = Supervisor(job_dir)
+    try:
+        return supervisor.run()
+    except Exception as exc:  # record a bug as a failed job instead of a silent "lost"
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        supervisor.note("agent error: %s: %s" % (type(exc).__name__, exc))
+        with open(supervisor.paths["exit_code"], "w") as fh:
+            fh.write("1")
+        supervisor.set_state(state="failed", exit_code=1, ended_at=_now(), error=str(exc))
+        return 1
 
 
 def _killpg(pid: int, sig: int) -> None:

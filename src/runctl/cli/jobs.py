@@ -189,6 +189,8 @@ def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
     if wait_:
         from runctl.core.jobs import wait
 
+        if not is_json():
+            click.echo(job.job_id)
         job, _ = wait(runtime(), job, progress)
         _finish(job)
         return

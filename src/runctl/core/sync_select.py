@@ -38,7 +38,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -83,6 +83,7 @@ _DIR_MARK_GROUP = "ps_d"
 # The prefix pathspec puts in front of patterns that may match at any depth. We test such
 # patterns against the bare entry name, where the prefix can only waste time backtracking.
 _ANY_DEPTH_PREFIX = "^(?:.+/)?"
+_GLOB_CHARS = frozenset("*?[\\")
 _NEVER = re.compile(r"(?!)")
 _ALWAYS = re.compile("")
 # Filesystems store mtimes with coarse granularity (2 s on FAT, 1 s on some network FSes). A
@@ -172,7 +173,10 @@ class _Rule:
                 return False
             return not path.endswith("/") or self.regex.search(path[:-1]) is not None
         if self.whole:
-            return self.regex.fullmatch(path) is not None
+            match = self.regex.fullmatch(path)
+            # Older pathspec lets the dir mark be followed by ".*" (a match through a parent
+            # directory); only a mark at the very end means this path itself matched.
+            return match is not None and match.end(_DIR_MARK_GROUP) in (-1, len(path))
         return self.regex.search(path) is not None
 
 
@@ -182,61 +186,91 @@ def _strip_groups(regex: str) -> str:
     return re.sub(r"\(\?P<\w+>", "(?:", regex)
 
 
-def _union(regexes: Sequence[str]) -> re.Pattern[str]:
+_Matcher = Callable[[str], "re.Match[str] | None"]
+
+
+def _union(regexes: Sequence[str]) -> _Matcher:
+    """One matcher that hits whenever any of ``regexes`` would (a prefilter, not a verdict)."""
     if not regexes:
-        return _NEVER
+        return _NEVER.match
     try:
-        return re.compile("|".join(f"(?:{_strip_groups(r)})" for r in regexes))
+        union = re.compile("|".join(f"(?:{_strip_groups(r)})" for r in regexes))
     except re.error:
-        return _ALWAYS  # Fall back to checking every rule: slower, still correct.
+        return _ALWAYS.match  # Fall back to checking every rule: slower, still correct.
+    # search() retries at every offset; when every alternative is anchored at the start, a
+    # single attempt at offset 0 gives the same answer.
+    return union.match if all(r.startswith("^") for r in regexes) else union.search
 
 
 class _Level:
     """The ignore rules contributed by one directory, applied to paths below it."""
 
-    __slots__ = ("base", "name_filter", "path_filter", "rules")
+    __slots__ = ("base", "literal_names", "name_filter", "name_suffixes", "path_filter", "rules")
 
     def __init__(self, base: str, lines: Sequence[str]) -> None:
         self.base = base  # directory relative to the root, "" or ending in "/"
         rules: list[_Rule] = []
+        literal_names: set[str] = set()
+        name_suffixes: list[str] = []
         name_regexes: list[str] = []
         path_regexes: list[str] = []
         for pattern in _compile(lines).patterns:
             if pattern.include is None or pattern.regex is None:
                 continue  # comment or blank line
-            source: str = pattern.regex.pattern
-            anchored = _is_anchored(str(pattern.pattern))
+            text = str(pattern.pattern)
+            body = _pattern_body(text)
+            anchored = _is_anchored(text)
             regex = pattern.regex
-            if not anchored and source.startswith(_ANY_DEPTH_PREFIX):
-                stripped = "^" + source[len(_ANY_DEPTH_PREFIX) :]
-                # Only safe if the rest cannot match an empty remainder (the prefix could
-                # otherwise have swallowed a whole "name/").
-                if re.match(stripped, "") is None:
-                    regex = re.compile(stripped)
-            (path_regexes if anchored else name_regexes).append(regex.pattern)
+            source: str = regex.pattern
+            if anchored:
+                path_regexes.append(source)
+            else:
+                if source.startswith(_ANY_DEPTH_PREFIX):
+                    stripped = "^" + source[len(_ANY_DEPTH_PREFIX) :]
+                    # Only safe if the rest cannot match an empty remainder (the prefix could
+                    # otherwise have swallowed a whole "name/").
+                    if re.match(stripped, "") is None:
+                        regex = re.compile(stripped)
+                # Typical ignore files are mostly plain names ("dist", ".venv") and extension
+                # globs ("*.pyc"); a set lookup and one str.endswith settle those far faster
+                # than a regex alternation, which is left with the few real globs.
+                if not _GLOB_CHARS.intersection(body):
+                    literal_names.add(body)
+                elif body.startswith("*") and not _GLOB_CHARS.intersection(body[1:]):
+                    name_suffixes.append(body[1:])
+                else:
+                    name_regexes.append(regex.pattern)
             rules.append(
                 _Rule(
                     regex=regex,
                     ignore=bool(pattern.include),
                     anchored=anchored,
                     whole=_DIR_MARK_GROUP in regex.groupindex,
-                    children_only=_pattern_body(str(pattern.pattern)).endswith("/**"),
+                    children_only=body.endswith("/**"),
                 )
             )
         self.rules = tuple(reversed(rules))  # last match wins: scan from the end
-        # Most entries match no rule at all; one C-level regex call settles that case instead
-        # of a Python loop over every rule.
+        # Most entries match no rule at all. These prefilters settle that case with a few
+        # C-level calls instead of a Python loop over every rule; they may report false hits
+        # (e.g. a dir-only name matching a file), which the rule loop then rejects.
+        self.literal_names = frozenset(literal_names)
+        self.name_suffixes = tuple(name_suffixes)
         self.name_filter = _union(name_regexes)
         self.path_filter = _union(path_regexes)
 
-    def verdict(self, rel: str, name: str) -> bool | None:
+    def verdict(self, rel: str, name: str, bare_name: str) -> bool | None:
         """True/False if some rule here ignores/re-includes ``rel``; None if none applies.
 
-        ``rel`` is relative to the walk root, ``name`` is the entry's name; both end in "/" for
-        directories.
+        ``rel`` is relative to the walk root and ``name`` is the entry's name, both ending in
+        "/" for directories; ``bare_name`` is the name without that "/".
         """
         path = rel[len(self.base) :]
-        if self.name_filter.search(name) is None and self.path_filter.search(path) is None:
+        if (
+            bare_name not in self.literal_names
+            and not bare_name.endswith(self.name_suffixes)
+            and self.name_filter(name) is None
+            and self.path_filter(path) is None
+        ):
             return None
         for rule in self.rules:
             if rule.matches(name, path):
@@ -392,7 +426,7 @@ def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
                 ignored = False
                 check_rel, check_name = (rel + "/", name + "/") if is_dir else (rel, name)
                 for level in levels:
-                    verdict = level.verdict(check_rel, check_name)
+                    verdict = level.verdict(check_rel, check_name, name)
                     if verdict is not None:
                         ignored = verdict  # deeper ignore files override shallower ones
 
@@ -503,33 +537,37 @@ def build_manifest(root: Path, files: Sequence[str], cache_path: Path | None) ->
     """
     cached_entries = _load_cache(cache_path)
     new_cache: dict[str, list[Any]] = {}
-    rewritten = False  # did any stored record differ from what the cache file holds?
+    rewritten = False  # did we store any record the cache file does not already hold?
     entries: dict[str, FileEntry] = {}
     fresh_after = time.time_ns() - _RACY_WINDOW_NS
     prefix = os.path.join(str(root), "")
+    # Locals, not attribute lookups: this loop is the whole warm-path cost.
+    stat_path, lookup, exec_bit = os.stat, cached_entries.get, stat.S_IXUSR
     for rel in files:
         path = prefix + rel
         try:
-            st = os.stat(path)
-            size, mtime_ns = st.st_size, st.st_mtime_ns
-            record = cached_entries.get(rel)
-            if not (
-                isinstance(record, list)
+            st = stat_path(path)
+            size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
+            record: Any = lookup(rel)
+            reused = (
+                type(record) is list
                 and len(record) == 4
                 and record[0] == size
                 and record[1] == mtime_ns
-                and record[2] == st.st_ino
-                and isinstance(record[3], str)
-                and _SHA256_RE.fullmatch(record[3])
-            ):
-                record = [size, mtime_ns, st.st_ino, _hash_file(path)]
-                rewritten = True
+                and record[2] == inode
+                and type(record[3]) is str
+                # A length check, not a hex regex: the cache is our own file.
+                and len(record[3]) == 64
+            )
+            if not reused:
+                record = [size, mtime_ns, inode, _hash_file(path)]
         except FileNotFoundError:
             continue  # deleted since selection: treat as gone, the next sync sees the truth
         if mtime_ns < fresh_after:
             new_cache[rel] = record
+            rewritten = rewritten or not reused
         # The exec bit comes from stat every time, not the cache: chmod leaves mtime alone.
-        entries[rel] = FileEntry(size, record[3], bool(st.st_mode & stat.S_IXUSR))
+        entries[rel] = FileEntry(size, record[3], bool(st.st_mode & exec_bit))
     # Every reused record came from the file under the same key, so equal counts and no new
     # records mean the cache content is unchanged and rewriting it would be wasted I/O.
     if cache_path is not None and (rewritten or len(new_cache) != len(cached_entries)):
