@@ -37,7 +37,9 @@ SCHEMA: dict[str, Key] = {
     "ssh.config_file": Key(str, "", "ssh_config file passed as -F (default: ~/.ssh/config)"),
     "ssh.connect_timeout_s": Key(int, 10, "ssh ConnectTimeout"),
     "ssh.control_persist_s": Key(int, 600, "keep the shared ssh connection open this long"),
-    "ssh.sync_method": Key(str, "auto", "how trees are copied: auto (rsync, else tar), rsync, tar"),
+    "ssh.sync_method": Key(
+        str, "auto", "how trees are copied: auto (rsync, else tar), rsync, tar"
+    ),
     "ssh.reconnect_timeout_s": Key(float, 300.0, "how long `logs --follow` retries a lost host"),
     "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`"),
     "aws.region": Key(str, "", "AWS region (default: the AWS SDK chain: AWS_REGION, profile)"),

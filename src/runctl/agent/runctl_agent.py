@@ -28,6 +28,7 @@ re-syncs and retries), 11 another job of the project is running (--exclusive), 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -60,7 +61,7 @@ def _read_json(path: str) -> dict:
 
 def _write_json(path: str, data: dict) -> None:
     # Write-then-rename so a concurrent reader never sees half a file.
-    tmp = "%s.%d.tmp" % (path, os.getpid())
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
@@ -77,7 +78,7 @@ def _alive(pid: int | None) -> bool:
         return True
     # A zombie counts as dead: its parent (the agent) is gone or about to reap it.
     try:
-        with open("/proc/%d/stat" % pid) as fh:
+        with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
@@ -134,7 +135,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         spec = json.loads(sys.stdin.read())
         job_id = spec["job_id"]
     except (ValueError, KeyError) as exc:
-        print(json.dumps({"error": "bad spec: %s" % exc}))
+        print(json.dumps({"error": f"bad spec: {exc}"}))
         return EXIT_BAD_SPEC
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", job_id):
         print(json.dumps({"error": "bad job id"}))
@@ -221,7 +222,7 @@ class Supervisor:
         self.log_fd = os.open(self.paths["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def note(self, text: str) -> None:
-        os.write(self.log_fd, ("[runctl] %s\n" % text).encode())
+        os.write(self.log_fd, (f"[runctl] {text}\n").encode())
 
     def set_state(self, **changes: object) -> None:
         self.state.update(changes)
@@ -287,10 +288,12 @@ class Supervisor:
             try:
                 link_tree(os.path.expanduser(spec["snapshot_from"]), workdir)
             except OSError as exc:
-                self.note("cannot snapshot the code into %s: %s" % (workdir, exc))
+                self.note(f"cannot snapshot the code into {workdir}: {exc}")
                 rc = 1
-        if rc == 0 and spec.get("install_requirements") and os.path.isfile(
-            os.path.join(workdir, "requirements.txt")
+        if (
+            rc == 0
+            and spec.get("install_requirements")
+            and os.path.isfile(os.path.join(workdir, "requirements.txt"))
         ):
             python, rc = self.install_requirements(workdir, env)
         if rc == 0 and self.cancel_at is None:
@@ -313,12 +316,9 @@ class Supervisor:
             try:
                 rc = self.run_step(argv, env, workdir)
             except OSError as exc:
-                self.note("cannot start %s: %s" % (argv[0], exc.strerror))
+                self.note(f"cannot start {argv[0]}: {exc.strerror}")
                 rc = 127 if isinstance(exc, FileNotFoundError) else 126
-        if self.cancel_at is not None:
-            final = "cancelled"
-        else:
-            final = "succeeded" if rc == 0 else "failed"
+        final = "cancelled" if self.cancel_at is not None else "succeeded" if rc == 0 else "failed"
         with open(self.paths["exit_code"], "w") as fh:
             fh.write(str(rc))
         self.set_state(state=final, exit_code=rc, ended_at=_now())
@@ -336,29 +336,35 @@ class Supervisor:
         try:
             with open(marker) as fh:
                 if fh.read().strip() == digest and os.path.exists(vpython):
-                    self.note("requirements.txt unchanged; using %s" % venv)
+                    self.note(f"requirements.txt unchanged; using {venv}")
                     return vpython, 0
         except OSError:
             pass
         uv = shutil.which("uv", path=env.get("PATH"))
-        self.note("installing requirements.txt into %s (%s)" % (venv, "uv" if uv else "pip"))
+        self.note("installing requirements.txt into {} ({})".format(venv, "uv" if uv else "pip"))
         if not os.path.exists(vpython):
             # --system-site-packages: reuse what the image already has (torch on a DLAMI).
-            make = [uv, "venv", "--system-site-packages", "--python", sys.executable, venv] if uv \
+            make = (
+                [uv, "venv", "--system-site-packages", "--python", sys.executable, venv]
+                if uv
                 else [sys.executable, "-m", "venv", "--system-site-packages", venv]
+            )
             rc = self.run_step(make, env, workdir)
             if rc != 0:
-                self.note("creating the venv failed with exit code %d" % rc)
+                self.note(f"creating the venv failed with exit code {rc}")
                 return vpython, rc
-        install = [uv, "pip", "install", "--python", vpython, "-r", req] if uv \
+        install = (
+            [uv, "pip", "install", "--python", vpython, "-r", req]
+            if uv
             else [vpython, "-m", "pip", "install", "--progress-bar", "off", "-r", req]
+        )
         rc = self.run_step(install, env, workdir)
         if rc == 0:
             with open(marker, "w") as fh:
                 fh.write(digest)
             self.note("requirements installed")
         else:
-            self.note("installing requirements.txt failed with exit code %d" % rc)
+            self.note(f"installing requirements.txt failed with exit code {rc}")
         return vpython, rc
 
 
@@ -396,12 +402,12 @@ def supervise(job_dir: str) -> int:
     supervisor = Supervisor(job_dir)
     try:
         return supervisor.run()
-    except Exception as exc:  # record a bug as a failed job instead of a silent "lost"
+    except Exception as exc:  # noqa: BLE001 - a bug must end as a failed job, not "lost"
         import traceback
 
         traceback.print_exc()
         sys.stderr.flush()
-        supervisor.note("agent error: %s: %s" % (type(exc).__name__, exc))
+        supervisor.note(f"agent error: {type(exc).__name__}: {exc}")
         with open(supervisor.paths["exit_code"], "w") as fh:
             fh.write("1")
         supervisor.set_state(state="failed", exit_code=1, ended_at=_now(), error=str(exc))
@@ -409,10 +415,8 @@ def supervise(job_dir: str) -> int:
 
 
 def _killpg(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ---------------------------------------------------------------- queries
@@ -465,14 +469,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     offset = args.offset
     out = sys.stdout.buffer
     try:
-        fh = open(paths["log"], "rb")
+        fh = open(paths["log"], "rb")  # noqa: SIM115 - closed by the `with fh` below
     except OSError:
-        sys.stderr.write("RUNCTL-END %s\n" % json.dumps({"state": "missing"}))
+        sys.stderr.write("RUNCTL-END {}\n".format(json.dumps({"state": "missing"})))
         return 0
     with fh:
         if args.last_lines:
             offset = _offset_of_last_lines(fh, args.last_lines)
-            sys.stderr.write("RUNCTL-OFFSET %d\n" % offset)
+            sys.stderr.write(f"RUNCTL-OFFSET {offset}\n")
         fh.seek(offset)
         while True:
             chunk = fh.read(65536)
@@ -490,7 +494,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     out.flush()
                 break
             time.sleep(0.1)
-    sys.stderr.write("RUNCTL-END %s\n" % json.dumps(_job_status(job_dir)))
+    sys.stderr.write(f"RUNCTL-END {json.dumps(_job_status(job_dir))}\n")
     return 0
 
 
@@ -542,8 +546,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     grace = args.grace
     agent_pid = status.get("agent_pid")
     _write_json(os.path.join(job_dir, "cancel.json"), {"grace_s": grace, "at": _now()})
-    if status["state"] != "lost" and _alive(agent_pid):
-        os.kill(agent_pid, signal.SIGTERM)  # the agent forwards it and escalates after grace
+    if status["state"] != "lost" and agent_pid and _alive(agent_pid):
+        os.kill(int(agent_pid), signal.SIGTERM)  # the agent forwards it and escalates after grace
         deadline = time.time() + grace + 10
         while time.time() < deadline and _job_status(job_dir)["state"] not in FINAL:
             time.sleep(0.1)

@@ -86,5 +86,5 @@ def config_validate(path: Path | None) -> None:
         files = [str(path)]
     else:
         files = [str(f) for f in get_ctx().runtime().config.files]
-    emit({"valid": True, "files": files},
-         "valid" + (f": {', '.join(files)}" if files else " (no config files; defaults)"))  # fmt: skip
+    where = f": {', '.join(files)}" if files else " (no config files; defaults)"
+    emit({"valid": True, "files": files}, "valid" + where)

@@ -38,7 +38,8 @@ def hosts() -> None:
 @json_option
 def hosts_add(name: str, destination: str | None, user: str | None, port: int | None,
               identity_file: str | None, options: tuple[str, ...], remote_dir: str,
-              python: str, hourly_usd: float | None, replace: bool, no_check: bool) -> None:  # fmt: skip
+              python: str, hourly_usd: float | None, replace: bool,
+              no_check: bool) -> None:  # fmt: skip
     """Register NAME, reached at DESTINATION ([user@]host[:port], default NAME itself)."""
     import dataclasses
     import shlex
@@ -122,8 +123,16 @@ def hosts_list(show_all: bool) -> None:
         if not registered and not aliases:
             click.echo("no hosts: add one with `runctl hosts add NAME [user@]host[:port]`")
             return
-        rows = [(h.name, h.target.destination, h.target.port or 22, h.remote_dir,
-                 "" if h.hourly_usd is None else f"${h.hourly_usd:.2f}/h") for h in registered]
+        rows = [
+            (
+                h.name,
+                h.target.destination,
+                str(h.target.port or 22),
+                h.remote_dir,
+                "" if h.hourly_usd is None else f"${h.hourly_usd:.2f}/h",
+            )
+            for h in registered
+        ]
         rows += [(a, "(ssh config)", "", "", "") for a in aliases]  # fmt: skip
         table(["name", "destination", "port", "remote dir", "cost"], rows)
 

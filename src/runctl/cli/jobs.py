@@ -65,7 +65,7 @@ def _on(job: Job) -> str:
 
 
 submit_options = [
-    click.option("--on", "on", metavar="TARGET", help="local (default), ssh:HOST, or a host name."),
+    click.option("--on", "on", metavar="TARGET", help="local (default), ssh:HOST, a host name."),
     click.option("--name", help="Job name (default: the script's name)."),
     click.option("--project", help="Project name (default: the project root's directory name)."),
     click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment."),
@@ -231,8 +231,13 @@ def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: A
 
 
 @click.command()
-@click.option("--state", "states", multiple=True,
-              type=click.Choice([s.value for s in JobState]), help="Only jobs in this state.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in JobState]),
+    help="Only jobs in this state.",
+)
 @click.option("--on", "on", metavar="TARGET", help="Only jobs on this target (local, ssh:HOST).")
 @click.option("--project", help="Only jobs of this project.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -313,7 +318,7 @@ def status(job_ref: str | None) -> None:
     job = rt.store.get_job(job_ref)
     detail: dict[str, Any] = {}
     checkpoints: list[dict[str, Any]] = []
-    if not job.state == JobState.SUBMITTING:
+    if job.state != JobState.SUBMITTING:
         job, detail = refresh_one(rt, job)
         checkpoints = _list_checkpoints(job)
     data = job_json(job, log_bytes=detail.get("log_bytes"),

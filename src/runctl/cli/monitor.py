@@ -18,10 +18,18 @@ def _tail_lines(path: Path, count: int) -> tuple[str, int]:
 
 
 @click.command()
-@click.option("--log", "log", type=click.Path(dir_okay=False, path_type=Path),
-              help="Log file to show (waits up to --wait-s for it to appear).")
-@click.option("--checkpoint", "checkpoint", type=click.Path(file_okay=False, path_type=Path),
-              help="Checkpoint directory to watch.")
+@click.option(
+    "--log",
+    "log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Log file to show (waits up to --wait-s for it to appear).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint directory to watch.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep watching both until Ctrl-C.")
 @click.option("-n", "--lines", default=20, show_default=True, type=click.IntRange(min=0))
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05))

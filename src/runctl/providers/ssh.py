@@ -19,7 +19,9 @@ from runctl.runtime import Runtime
 from runctl.transport.base import Transport
 from runctl.transport.ssh import SSHTransport
 
-_DEST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$")
+_DEST_RE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$"
+)
 
 
 def parse_destination(text: str) -> SSHTarget:

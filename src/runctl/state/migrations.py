@@ -80,7 +80,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             digest TEXT NOT NULL,
             synced_at TEXT NOT NULL
         );
-        """
+        """,
     )
 
 

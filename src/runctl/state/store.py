@@ -38,7 +38,8 @@ class Store:
                     (
                         host.name, host.target.host, host.target.user, host.target.port,
                         host.target.identity_file, json.dumps(list(host.target.options)),
-                        host.remote_dir, host.python, host.hourly_usd, host.created_at or now_iso(),
+                        host.remote_dir, host.python, host.hourly_usd,
+                        host.created_at or now_iso(),
                     ),
                 )  # fmt: skip
         except sqlite3.IntegrityError:

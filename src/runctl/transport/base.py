@@ -24,7 +24,7 @@ class Transport(ABC):
     def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
     ) -> Completed:
-        """Run ``argv`` on the host and capture its output. Raises TransportError if unreachable."""
+        """Run ``argv`` on the host, capturing output. TransportError if unreachable."""
 
     @abstractmethod
     def popen(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:

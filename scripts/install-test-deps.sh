@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian 12 machine (run as root):
+# system packages for the SSH / network-namespace stands, the project venv, and a torch
+# interpreter the unprivileged SSH test user can run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends \
+    openssh-server openssh-client rsync nftables iproute2 util-linux python3-venv >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]' 'torch==2.13.0' numpy
+
+# The SSH stand logs in as an unprivileged user who cannot read this venv; give it its own
+# interpreter with torch for the remote training test.
+TORCH_VENV=/opt/runctl-test-torch
+if [ "$(id -u)" = 0 ] && [ ! -x "$TORCH_VENV/bin/python" ]; then
+  /usr/bin/python3 -m venv "$TORCH_VENV"
+  "$TORCH_VENV/bin/pip" install -q 'torch==2.13.0' numpy
+  chmod -R a+rX "$TORCH_VENV"
+fi
