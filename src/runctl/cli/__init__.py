@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "monitor": "runctl.cli.monitor:monitor",
     "init": "runctl.cli.config_cmd:init",
     "config": "runctl.cli.config_cmd:config",
+    "s3": "runctl.cli.s3:s3",
+    "transfer": "runctl.cli.transfer:transfer",
 }
 
 HELPS: dict[str, str] = {
@@ -49,6 +51,8 @@ HELPS: dict[str, str] = {
     "monitor": "Watch a local log file and checkpoint directory.",
     "init": "Write a commented config file.",
     "config": "Show, set and validate configuration.",
+    "s3": "Upload, download, sync, list and clean up S3 prefixes.",
+    "transfer": "Copy files between this machine and S3 (either way).",
 }
 
 

@@ -164,7 +164,7 @@ def make_client(settings: S3Settings) -> S3Client:
             hint="check aws.profile (`runctl config show`) and ~/.aws/config",
         ) from None
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard"},  # attempts: AWS_MAX_ATTEMPTS / ~/.aws/config, else 3
         max_pool_connections=2 * settings.max_concurrency + 4,
         connect_timeout=10,
         read_timeout=120,
@@ -1027,9 +1027,10 @@ class S3Storage:
 
     # ------------------------------------------------------------------------- deleting
 
-    def delete_keys(self, bucket: str, keys: list[str]) -> tuple[int, list[str]]:
-        """Delete ``keys`` (1000 per request); return (deleted, failures)."""
-        deleted, failures = 0, []
+    def delete_keys(self, bucket: str, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Delete ``keys`` (1000 per request); return (deleted keys, failure messages)."""
+        deleted: list[str] = []
+        failures: list[str] = []
         with self.errors(f"s3://{bucket}"):
             for start in range(0, len(keys), 1000):
                 batch = keys[start : start + 1000]
@@ -1039,7 +1040,8 @@ class S3Storage:
                 )
                 errors = answer.get("Errors", [])
                 failures += [f"s3://{bucket}/{e.get('Key')}: {e.get('Code')}" for e in errors]
-                deleted += len(batch) - len(errors)
+                refused = {e.get("Key") for e in errors}
+                deleted += [k for k in batch if k not in refused]
         return deleted, failures
 
     def _delete_remote(
@@ -1048,8 +1050,8 @@ class S3Storage:
         if opts.dry_run:
             summary.actions += [{"action": "delete", "key": f"s3://{bucket}/{k}"} for k in keys]
             return
-        deleted, failures = self.delete_keys(bucket, keys) if keys else (0, [])
-        summary.deleted += deleted
+        deleted, failures = self.delete_keys(bucket, keys) if keys else ([], [])
+        summary.deleted += len(deleted)
         summary.failed += failures
 
     def _delete_local(

@@ -1,0 +1,395 @@
+"""``runctl s3``: upload, download, sync, list, clean up, watch and review S3 prefixes.
+
+The work happens in ``runctl.storage.s3``; this module turns flags into TransferOptions,
+draws a progress bar on stderr (only on a terminal, never under --json) and prints results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
+from runctl.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgressBar
+
+    from runctl.storage.s3 import ObjectInfo, S3Storage, TransferSummary
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def open_storage(concurrency: int | None = None) -> S3Storage:
+    """An S3Storage configured from runctl's config (aws.*, s3.*) and RUNCTL_HOME."""
+    from runctl.storage.s3 import MIB, S3Settings, S3Storage
+
+    rt = runtime()
+    cfg = rt.config
+    workers = concurrency or int(cfg.get("s3.max_concurrency"))
+    threshold_mb = int(cfg.get("s3.multipart_threshold_mb"))
+    if workers < 1 or threshold_mb < 1:
+        raise ConfigError(
+            "s3.max_concurrency and s3.multipart_threshold_mb must be at least 1",
+            hint="fix them with `runctl config set KEY VALUE`",
+        )
+    settings = S3Settings(
+        region=str(cfg.get("aws.region")),
+        profile=str(cfg.get("aws.profile")),
+        endpoint_url=str(cfg.get("s3.endpoint_url")),
+        max_concurrency=workers,
+        multipart_threshold=threshold_mb * MIB,
+    )
+    bar = RichProgress() if sys.stderr.isatty() and not is_json() else None
+    return S3Storage(
+        settings,
+        state_dir=rt.home / "transfers",
+        progress=bar,
+        warn=lambda message: progress(f"warning: {message}"),
+    )
+
+
+def transfer_options(fn: F) -> F:
+    """--include/--exclude/--concurrency, shared by upload, download and sync."""
+    fn = click.option("--concurrency", type=click.IntRange(1, 256),
+                      help="Parallel requests (default: s3.max_concurrency).")(fn)  # fmt: skip
+    fn = click.option("--exclude", multiple=True, metavar="GLOB",
+                      help="Leave out matching paths (repeatable).")(fn)  # fmt: skip
+    return click.option(
+        "--include", multiple=True, metavar="GLOB",
+        help="Only matching paths (repeatable); a pattern without / also matches file names.",
+    )(fn)  # fmt: skip
+
+
+class RichProgress:
+    """A byte progress bar on stderr; thread-safe (rich locks around updates)."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar: RichProgressBar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(),
+            console=console or Console(stderr=True), transient=True,
+        )  # fmt: skip
+        self._task: Any = None
+
+    def start(self, files: int, nbytes: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(f"{files} file{'s' if files != 1 else ''}", total=nbytes)
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, nbytes)
+
+    def finish(self) -> None:
+        self._bar.stop()
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def report(summary: TransferSummary) -> None:
+    """Print a transfer summary; exit 1 (after printing it) if some objects failed."""
+
+    def text() -> None:
+        if summary.dry_run:
+            for action in summary.actions:
+                where = action.get("path", "")
+                arrow = f"{where} -> {action.get('key', '')}" if where and "key" in action else (
+                    where or action.get("key", ""))  # fmt: skip
+                click.echo(f"would {action['action']} {arrow}")
+            click.echo(f"dry run: {len(summary.actions)} actions, {summary.skipped} up to date")
+            return
+        verb = {"upload": "uploaded", "download": "downloaded", "sync": "synced"}.get(
+            summary.operation, summary.operation
+        )
+        line = (
+            f"{verb} {summary.files} file{'s' if summary.files != 1 else ''} "
+            f"({human_bytes(summary.bytes)}) in {summary.seconds:.2f} s "
+            f"({summary.mb_per_s:.1f} MB/s)"
+        )
+        extras = [
+            f"{summary.skipped} up to date" if summary.skipped else "",
+            f"{summary.deleted} deleted" if summary.deleted else "",
+            f"{human_bytes(summary.resumed_bytes)} resumed" if summary.resumed_bytes else "",
+            f"{summary.verified} verified" if summary.verified else "",
+        ]
+        click.echo("; ".join([line, *[e for e in extras if e]]))
+
+    emit(summary.to_dict(), text)
+    if summary.failed:
+        for failure in summary.failed[:20]:
+            progress(f"failed: {failure}")
+        if len(summary.failed) > 20:
+            progress(f"... and {len(summary.failed) - 20} more")
+        progress(f"Error: {len(summary.failed)} transfers failed")
+        progress("hint: run the same command again; what finished is not sent twice")
+        raise click.exceptions.Exit(1)
+
+
+def _object_rows(objects: list[ObjectInfo], human: bool) -> list[tuple[str, str, str]]:
+    return [(o.modified, human_bytes(o.size) if human else str(o.size), o.key) for o in objects]
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@click.group()
+def s3() -> None:
+    """Move files between this machine and S3 (or any S3-compatible store).
+
+    \b
+    Credentials and region come from the AWS SDK chain (AWS_PROFILE, env vars,
+    ~/.aws) unless aws.profile / aws.region are set; s3.endpoint_url or
+    AWS_ENDPOINT_URL_S3 selects another S3 server (MinIO, SeaweedFS, ...).
+    """
+
+
+@s3.command(name="upload")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("destination", metavar="S3URI")
+@click.option("-r", "--recursive", is_flag=True, help="Upload a directory, every file under it.")
+@transfer_options
+@json_option
+def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[str, ...],
+              exclude: tuple[str, ...], concurrency: int | None) -> None:  # fmt: skip
+    """Upload a file or directory to S3.
+
+    S3URI is the key for a file, or a prefix (ending in /) to put it or a directory under.
+    Large files go up in parallel parts; an interrupted upload resumes when run again.
+    """
+    from runctl.storage.s3 import TransferOptions, parse_uri
+
+    uri = parse_uri(destination)
+    if source.is_dir() and not recursive:
+        raise UsageError(f"{source} is a directory", hint="pass -r/--recursive to upload it")
+    opts = TransferOptions(include=include, exclude=exclude)
+    report(open_storage(concurrency).upload(source, uri, opts))
+
+
+@s3.command(name="download")
+@click.argument("source", metavar="S3URI")
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("-r", "--recursive", is_flag=True, help="Download everything under the prefix.")
+@transfer_options
+@json_option
+def s3_download(source: str, destination: Path, recursive: bool, include: tuple[str, ...],
+                exclude: tuple[str, ...], concurrency: int | None) -> None:  # fmt: skip
+    """Download an object, or with -r a prefix, to DESTINATION.
+
+    Keys that would land outside DESTINATION (``..``, absolute keys) are skipped.
+    """
+    from runctl.storage.s3 import TransferOptions, parse_uri
+
+    uri = parse_uri(source)
+    opts = TransferOptions(include=include, exclude=exclude)
+    report(open_storage(concurrency).download(uri, destination, opts, recursive=recursive))
+
+
+@s3.command(name="sync")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--delete", is_flag=True, help="Delete destination files the source lacks.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@transfer_options
+@json_option
+def s3_sync(source: str, destination: str, delete: bool, dry_run: bool,
+            include: tuple[str, ...], exclude: tuple[str, ...],
+            concurrency: int | None) -> None:  # fmt: skip
+    """Make DESTINATION match SOURCE (local directory <-> S3).
+
+    One side is a directory, the other an s3://bucket/prefix.
+
+    Files with the same size whose copy is not older (or whose MD5 matches the ETag) are
+    left alone; downloaded files get the object's time as their mtime.
+    """
+    from runctl.storage.s3 import TransferOptions
+
+    opts = TransferOptions(include=include, exclude=exclude, delete=delete, dry_run=dry_run)
+    report(open_storage(concurrency).sync(source, destination, opts))
+
+
+@s3.command(name="list")
+@click.argument("location", metavar="S3URI")
+@click.option("-r", "--recursive", is_flag=True, help="List every object, not one level.")
+@click.option("-H", "--human", is_flag=True, help="Sizes in KiB/MiB/GiB.")
+@json_option
+def s3_list(location: str, recursive: bool, human: bool) -> None:
+    """List objects under S3URI (every page: no 1000-key limit).
+
+    Without -r, one level: deeper keys are grouped as PRE prefix/ lines.
+    """
+    from runctl.storage.s3 import parse_uri
+
+    uri = parse_uri(location)
+    objects, prefixes = open_storage().list_prefix(uri, recursive=recursive)
+    total = sum(o.size for o in objects)
+    data = {
+        "path": str(uri),
+        "objects": [o.to_dict() for o in objects],
+        "prefixes": prefixes,
+        "total_count": len(objects),
+        "total_size": total,
+    }
+
+    def text() -> None:
+        if not objects and not prefixes:
+            click.echo(f"nothing under {uri}")
+            return
+        rows = [("", "PRE", p) for p in prefixes] + _object_rows(objects, human)
+        table(["modified", "size", "key"], rows)
+        size = human_bytes(total) if human else f"{total} bytes"
+        click.echo(f"{len(objects)} objects, {size}")
+
+    emit(data, text)
+
+
+@s3.command(name="cleanup")
+@click.argument("location", metavar="S3URI")
+@click.option("--keep-last-n", type=click.IntRange(min=1),
+              help="Checkpoints to keep (default: checkpoint.keep_last_n).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool) -> None:
+    """Delete all but the newest checkpoints under S3URI.
+
+    Only checkpoint files count (.pt .pth .ckpt .safetensors), ordered by the step or epoch
+    number in their name, then by time; files named like best/final/model are never
+    deleted, nor is anything else.
+    """
+    from runctl.storage.s3 import parse_uri
+
+    uri = parse_uri(location)
+    keep_n = keep_last_n or int(runtime().config.get("checkpoint.keep_last_n"))
+    storage = open_storage()
+    plan = storage.plan_cleanup(uri, keep_n)
+    doomed = [o.key for o in plan.delete]
+    freed = sum(o.size for o in plan.delete)
+    data: dict[str, Any] = {
+        "path": str(uri), "total_checkpoints": len(plan.keep) + len(plan.delete),
+        "kept": [o.key for o in plan.keep], "deleted": doomed, "bytes_freed": freed,
+        "dry_run": dry_run,
+    }  # fmt: skip
+    if doomed and not dry_run:
+        if not is_json():
+            for obj in plan.delete:
+                click.echo(f"delete s3://{uri.bucket}/{obj.key} ({human_bytes(obj.size)})")
+        question = f"Delete {len(doomed)} checkpoints ({human_bytes(freed)}) under {uri}?"
+        if not yes and not click.confirm(question, default=False, err=True):
+            progress("nothing deleted")
+            raise click.exceptions.Exit(1)
+        data["deleted"], data["failed"] = storage.delete_keys(uri.bucket, doomed)
+
+    def text() -> None:
+        if dry_run:
+            for obj in plan.delete:
+                click.echo(f"would delete s3://{uri.bucket}/{obj.key} ({human_bytes(obj.size)})")
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {len(data['deleted'])} of {data['total_checkpoints']} checkpoints "
+                   f"({human_bytes(freed)}); kept {len(plan.keep)}")  # fmt: skip
+
+    emit(data, text)
+    if data.get("failed"):
+        progress(f"Error: {len(data['failed'])} deletions failed: {data['failed'][0]}")
+        raise click.exceptions.Exit(1)
+
+
+@s3.command(name="watch")
+@click.argument("location", metavar="S3URI")
+@click.option("--interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds between polls.")  # fmt: skip
+@click.option("--max-polls", type=click.IntRange(min=1), help="Stop after N polls.")
+@json_option
+def s3_watch(location: str, interval: float, max_polls: int | None) -> None:
+    """Print objects that appear, change or vanish under S3URI.
+
+    Runs until Ctrl-C (or --max-polls). With --json, one JSON object per line for each event, then a summary line.
+    """
+    from runctl.storage.s3 import parse_uri
+
+    uri = parse_uri(location)
+    storage = open_storage()
+    polls = events = 0
+    try:
+        for poll in storage.watch(uri, interval, max_polls):
+            polls = poll.number
+            if poll.number == 1:
+                progress(f"watching {uri}: {poll.objects} objects ({human_bytes(poll.bytes)}); "
+                         "Ctrl-C to stop")  # fmt: skip
+            for event in poll.events:
+                events += 1
+                if is_json():
+                    click.echo(json.dumps({"event": event.kind, **event.obj.to_dict()}))
+                else:
+                    stamp = datetime.now(UTC).strftime("%H:%M:%S")
+                    click.echo(f"{stamp} {event.kind:<7} s3://{uri.bucket}/{event.obj.key} "
+                               f"({human_bytes(event.obj.size)})")  # fmt: skip
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # the way to stop watching; not an error
+    summary = {"path": str(uri), "polls": polls, "events": events}
+    if is_json():
+        click.echo(json.dumps({"summary": summary}))
+    else:
+        progress(f"stopped after {polls} polls, {events} events")
+
+
+@s3.command(name="review")
+@click.argument("location", metavar="S3URI")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="How many of the largest objects to show.")  # fmt: skip
+@click.option("-d", "--detailed", is_flag=True, help="Also list the largest objects.")
+@json_option
+def s3_review(location: str, top: int, detailed: bool) -> None:
+    """Summarize a prefix: checkpoints, models, logs, other files.
+
+    Counts and sizes per kind, the latest checkpoint and (with -d) the largest objects.
+    """
+    from runctl.storage.s3 import parse_uri
+
+    uri = parse_uri(location)
+    started = time.monotonic()
+    data = open_storage().review(uri, top_n=top)
+    data["seconds"] = round(time.monotonic() - started, 3)
+
+    def text() -> None:
+        line = f"{uri}: {data['total_objects']} objects, {human_bytes(data['total_bytes'])}"
+        if data["last_modified"]:
+            line += f", last change {data['last_modified']}"
+        click.echo(line)
+        rows = [(kind, v["count"], human_bytes(v["bytes"])) for kind, v in data["kinds"].items()]
+        table(["kind", "count", "size"], rows)
+        latest = data["latest_checkpoint"]
+        if latest:
+            click.echo(f"latest checkpoint: {latest['key']} ({latest['last_modified']})")
+        if detailed and data["largest"]:
+            click.echo("largest:")
+            for item in data["largest"]:
+                click.echo(f"  {human_bytes(item['size']):>10}  {item['key']}")
+
+    emit(data, text)
