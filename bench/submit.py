@@ -64,6 +64,7 @@ def first_line_s(argv: list[str], env: dict[str, str], cwd: Path, shell: bool = 
 
 
 def make_project(root: Path, files: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text("[project]\nname='bench'\n")
     (root / "job.py").write_text(SCRIPT)
     for i in range(files):
@@ -147,7 +148,8 @@ def main() -> None:
 
         # 1. start-up
         bare = median_s(lambda: timed([sys.executable, "-c", "pass"], env), args.runs * 2)
-        helped = median_s(lambda: timed([*runctl, "--help"], env), args.runs * 2)
+        entry = str(Path(sys.executable).parent / "runctl")  # the console script users run
+        helped = median_s(lambda: timed([entry, "--help"], env), args.runs * 2)
         print(f"python -c pass {bare * 1000:.0f} ms; runctl --help {helped * 1000:.0f} ms "
               f"(+{(helped - bare) * 1000:.0f} ms)")  # fmt: skip
 

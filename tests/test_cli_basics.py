@@ -77,3 +77,24 @@ def test_jobs_empty_json_is_a_list(cli: CLI) -> None:
     done = cli("jobs", "--json")
     assert done.returncode == 0
     assert json.loads(done.stdout) == []
+
+
+def test_fast_help_matches_click_help() -> None:
+    fast = subprocess.run([sys.executable, "-m", "runctl", "--help"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    code = "from runctl.cli import main; main(['--help'])"
+    slow = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert fast.stdout == slow.stdout
+    bare = subprocess.run([sys.executable, "-m", "runctl"], capture_output=True, text=True)
+    assert bare.stdout == fast.stdout and bare.returncode == 0
+
+
+def test_fast_help_imports_no_click() -> None:
+    code = (
+        "import sys; sys.argv = ['runctl', '--help']\n"
+        "import runctl.entry\n"
+        "try:\n    runctl.entry.main()\nexcept SystemExit:\n    pass\n"
+        "print('click' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr.strip() == "False"

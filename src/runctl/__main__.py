@@ -1,5 +1,5 @@
 """Allow `python -m runctl`."""
 
-from runctl.cli import main
+from runctl.entry import main
 
 main()

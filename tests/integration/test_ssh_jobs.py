@@ -72,6 +72,28 @@ def test_cancel_remote_job(cli: CLI, host: str, project: Path) -> None:
     assert cli("wait", job).returncode == 143
 
 
+def test_running_job_keeps_its_code_while_the_tree_changes(
+    cli: CLI, host: str, project: Path, sshd: object
+) -> None:
+    (project / "show.py").write_text(
+        "import time\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
+        "time.sleep(2)\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
+    )
+    first = _job(cli("run", "--on", host, "show.py", cwd=project))
+    (project / "pkg" / "util.py").write_text("VALUE = 2\n")
+    second = _job(cli("run", "--on", host, "show.py", cwd=project))
+    assert cli("wait", first).returncode == 0 and cli("wait", second).returncode == 0
+    assert cli("logs", first).stdout.splitlines() == ["VALUE = 1", "VALUE = 1"]
+    assert cli("logs", second).stdout.splitlines() == ["VALUE = 2", "VALUE = 2"]
+    one = json.loads(cli("status", first, "--json").stdout)["workdir"]
+    two = json.loads(cli("status", second, "--json").stdout)["workdir"]
+    assert one != two and Path(one).parent == Path(two).parent
+    # Once nothing runs in the old version, the next sync removes it.
+    (project / "pkg" / "util.py").write_text("VALUE = 3\n")
+    assert cli("run", "--on", host, "--wait", "show.py", cwd=project).returncode == 0
+    assert Path(one).name not in _remote(sshd, "ls", str(Path(one).parent))
+
+
 def test_unchanged_tree_skips_sync_and_changes_are_incremental(
     cli: CLI, host: str, project: Path, sshd: object
 ) -> None:
@@ -98,8 +120,7 @@ def test_stale_host_copy_is_detected_and_resynced(
 ) -> None:
     job = _job(cli("run", "--on", host, "hello.py", cwd=project))
     workdir = json.loads(cli("status", job, "--json").stdout)["workdir"]
-    shared = workdir.rsplit("/jobs/", 1)[0] + "/code/proj"
-    _remote(sshd, "rm", "-rf", shared)  # someone wiped the host's copy
+    _remote(sshd, "rm", "-rf", str(Path(workdir).parent))  # someone wiped the host's copy
     again = cli("run", "--on", host, "--wait", "hello.py", "--", "x", cwd=project)
     assert again.returncode == 0, again.stderr
     assert "synced 3/3 files" in again.stderr

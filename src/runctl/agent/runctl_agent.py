@@ -18,6 +18,7 @@ Sub-commands (each prints JSON on stdout unless it streams a log):
     wait    --job-dir J [--timeout S]
     cancel  --job-dir J [--grace S]
     resolve --root R --path P                      realpath of P, refusing escapes from R
+    prepare-sync --base B --code-dir C             pick the code version to sync into
     apply-manifest --code-dir C                    delete removed files, record the manifest
     checkpoints --dir D
 
@@ -156,9 +157,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         if busy:
             print(json.dumps({"error": "busy", "job_id": busy}))
             return EXIT_BUSY
-    for key in ("workdir", "checkpoint_dir", "output_dir", "snapshot_from"):
+    for key in ("workdir", "checkpoint_dir", "output_dir", "code_dir"):
         if spec.get(key):
             spec[key] = os.path.abspath(os.path.expanduser(spec[key]))
+    if spec.get("code_dir"):
+        # Run in the code version that is current now; later syncs while this job runs get
+        # a new version (see cmd_prepare_sync), so the job's code never changes under it.
+        spec["workdir"] = os.path.realpath(spec["code_dir"])
     job_dir = os.path.join(base, "jobs", job_id)
     os.makedirs(job_dir)  # fails loudly if the id was already used on this host
     paths = _job_paths(job_dir)
@@ -284,12 +289,6 @@ class Supervisor:
         python = sys.executable or "python3"
         rc = 0
         self.set_state(state="setup", agent_pid=os.getpid(), started_at=_now())
-        if spec.get("snapshot_from"):
-            try:
-                link_tree(os.path.expanduser(spec["snapshot_from"]), workdir)
-            except OSError as exc:
-                self.note(f"cannot snapshot the code into {workdir}: {exc}")
-                rc = 1
         if (
             rc == 0
             and spec.get("install_requirements")
@@ -593,7 +592,7 @@ def _inside(root: str, rel: str) -> str | None:
 
 
 def cmd_apply_manifest(args: argparse.Namespace) -> int:
-    code_dir = os.path.abspath(os.path.expanduser(args.code_dir))
+    code_dir = os.path.realpath(os.path.expanduser(args.code_dir))  # through `current`
     request = json.loads(sys.stdin.read())
     deleted = 0
     for rel in request.get("delete", []):
@@ -625,7 +624,62 @@ def cmd_apply_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def link_tree(src: str, dst: str) -> int:
+def _live_workdirs(base: str) -> set:
+    """Work directories of jobs on this host that are starting or running."""
+    jobs_root = os.path.join(base, "jobs")
+    live = set()
+    if os.path.isdir(jobs_root):
+        for job_id in os.listdir(jobs_root):
+            job_dir = os.path.join(jobs_root, job_id)
+            if _job_status(job_dir)["state"] in ("starting", "setup", "running"):
+                live.add(_read_json(os.path.join(job_dir, "job.json")).get("workdir"))
+    return live
+
+
+def cmd_prepare_sync(args: argparse.Namespace) -> int:
+    """Make ``<root>/current`` safe to sync into and print it with its manifest.
+
+    ``current`` is a symlink to a version directory. If a live job runs in that version, a
+    new version is made from it with hard links (cheap; rsync later replaces changed files
+    by rename, never in place) and ``current`` is switched to it. Versions no live job uses
+    are removed.
+    """
+    base = os.path.abspath(os.path.expanduser(args.base))
+    current = os.path.abspath(os.path.expanduser(args.code_dir))
+    root = os.path.dirname(current)
+    os.makedirs(root, exist_ok=True)
+    live = _live_workdirs(base)
+    if not os.path.isdir(current):
+        version = os.path.join(root, "v1")
+        os.makedirs(version, exist_ok=True)
+        _point(current, "v1")
+    real = os.path.realpath(current)
+    if real in live:
+        numbers = [int(n[1:]) for n in os.listdir(root) if re.match(r"^v\d+$", n)]
+        name = f"v{max(numbers) + 1}"
+        link_tree(real, os.path.join(root, name), skip_meta=False)
+        _point(current, name)
+        real = os.path.realpath(current)
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if re.match(r"^v\d+$", name) and path != real and path not in live:
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        with open(os.path.join(real, ".runctl", "manifest.json")) as fh:
+            manifest = fh.read()
+    except OSError:
+        manifest = None
+    print(json.dumps({"dir": real, "manifest": manifest}))
+    return 0
+
+
+def _point(link: str, target: str) -> None:
+    tmp = f"{link}.{os.getpid()}.tmp"
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def link_tree(src: str, dst: str, skip_meta: bool = True) -> int:
     """Hard-link copy of ``src`` into ``dst`` (copy across filesystems); skips ``.runctl/``.
 
     rsync replaces changed files by rename, so a job's linked snapshot keeps the exact code it
@@ -634,7 +688,7 @@ def link_tree(src: str, dst: str) -> int:
     count = 0
     for root, dirs, files in os.walk(src):
         rel = os.path.relpath(root, src)
-        if rel == ".":
+        if rel == "." and skip_meta:
             dirs[:] = [d for d in dirs if d != ".runctl"]
         target_root = os.path.normpath(os.path.join(dst, rel))
         os.makedirs(target_root, exist_ok=True)
@@ -684,6 +738,9 @@ def main(argv: list | None = None) -> int:
     p = sub.add_parser("resolve")
     p.add_argument("--root", required=True)
     p.add_argument("--path", required=True)
+    p = sub.add_parser("prepare-sync")
+    p.add_argument("--base", required=True)
+    p.add_argument("--code-dir", required=True)
     p = sub.add_parser("apply-manifest")
     p.add_argument("--code-dir", required=True)
     p = sub.add_parser("checkpoints")

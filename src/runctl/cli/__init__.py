@@ -9,7 +9,6 @@ RUNCTL_DEBUG=1.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from typing import Any
@@ -18,66 +17,29 @@ import click
 
 from runctl import __version__
 
-# name -> "module:attribute"; listed in help in this order.
-COMMANDS: dict[str, str] = {
-    "run": "runctl.cli.jobs:run",
-    "local": "runctl.cli.jobs:local",
-    "exec": "runctl.cli.jobs:exec_",
-    "jobs": "runctl.cli.jobs:jobs",
-    "status": "runctl.cli.jobs:status",
-    "logs": "runctl.cli.jobs:logs",
-    "wait": "runctl.cli.jobs:wait",
-    "cancel": "runctl.cli.jobs:cancel",
-    "get": "runctl.cli.jobs:get",
-    "hosts": "runctl.cli.hosts:hosts",
-    "monitor": "runctl.cli.monitor:monitor",
-    "init": "runctl.cli.config_cmd:init",
-    "config": "runctl.cli.config_cmd:config",
-    "s3": "runctl.cli.s3:s3",
-    "transfer": "runctl.cli.transfer:transfer",
-}
-
-HELPS: dict[str, str] = {
-    "run": "Run a script as a detached job (local, ssh:HOST, ...).",
-    "local": "Run a script on this machine in the foreground.",
-    "exec": "Run a command on a target in the foreground.",
-    "jobs": "List jobs.",
-    "status": "Show one job, or an overview of hosts and jobs.",
-    "logs": "Print a job's log; --follow to stream it.",
-    "wait": "Wait for a job; exit with its exit code.",
-    "cancel": "Stop a job: SIGTERM, grace period, SIGKILL.",
-    "get": "Download a file or directory from a job.",
-    "hosts": "Register and list SSH hosts.",
-    "monitor": "Watch a local log file and checkpoint directory.",
-    "init": "Write a commented config file.",
-    "config": "Show, set and validate configuration.",
-    "s3": "Upload, download, sync, list and clean up S3 prefixes.",
-    "transfer": "Copy files between this machine and S3 (either way).",
-}
-
+from runctl.entry import COMMANDS, ROOT_HELP
 
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use (click docs, "complex" example)."""
 
-    def __init__(self, *args: Any, lazy: dict[str, str], helps: dict[str, str], **kw: Any):
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kw: Any):
         super().__init__(*args, **kw)
         self.lazy = lazy
-        self.helps = helps
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.lazy)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        spec = self.lazy.get(cmd_name)
-        if spec is None:
+        entry = self.lazy.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attr = spec.split(":")
+        module_name, attr = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Help text from the table above, so listing commands imports none of them.
-        rows = [(name, self.helps.get(name, "")) for name in self.lazy]
+        rows = [(name, help_text) for name, (_, help_text) in self.lazy.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -85,7 +47,7 @@ class LazyGroup(click.Group):
 @click.group(
     cls=LazyGroup,
     lazy=COMMANDS,
-    helps=HELPS,
+    help=ROOT_HELP,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
@@ -94,14 +56,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="runctl")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, json_: bool) -> None:
-    """runctl — run ML training jobs wherever you have compute.
-
-    \b
-    Quick start:
-      runctl run examples/train_mnist.py --follow -- --epochs 3
-      runctl jobs
-      runctl logs JOB --follow
-    """
+    """The root group; its help text lives in runctl.entry (shared with the fast path)."""
     from runctl.cli.output import Ctx
 
     ctx.obj = Ctx(config_path=config_path, json=json_)
@@ -159,5 +114,7 @@ def _report(message: str, hint: str | None, code: int, want_json: bool) -> None:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     if want_json:
+        import json
+
         click.echo(json.dumps({"error": {"message": first, "hint": hint, "exit_code": code}}))
     sys.exit(code)

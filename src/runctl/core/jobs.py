@@ -122,8 +122,8 @@ def submit(
         ckpt_base = cfg.get("local.checkpoint_dir") or str(runtime.home / "local" / "checkpoints")
         install = bool(request.install_requirements)
     else:
-        code_dir = f"{base}/code/{project}"
-        workdir = f"{job_dir}/code"
+        code_dir = f"{base}/code/{project}/current"
+        workdir = code_dir  # the agent resolves it to the version current at start
         ckpt_base = f"{base}/checkpoints"
         install = (
             cfg.get("jobs.install_requirements")
@@ -147,7 +147,7 @@ def submit(
         grace_s=request.grace_s if request.grace_s is not None else cfg.get("jobs.grace_s"),
     ).to_json()
     if code_dir:
-        spec["snapshot_from"] = code_dir
+        spec["code_dir"] = code_dir
     spec["local_root"] = str(root)
     job = Job(
         job_id=job_id,

@@ -26,7 +26,6 @@ from runctl.core.sync_select import (
     manifest_from_json,
     manifest_to_json,
 )
-from runctl.errors import TransportError
 from runctl.models import Instance, SyncStats
 from runctl.runtime import Runtime
 from runctl.transport.base import Transport
@@ -70,16 +69,18 @@ def push_tree(
 ) -> SyncStats:
     """Bring ``code_dir`` on the host in line with ``tree``; return what it took."""
     started = time.monotonic()
-    probe = 'mkdir -p "$1/.runctl" && cat "$1/.runctl/manifest.json" 2>/dev/null; true'
-    done = transport.run(["sh", "-c", probe, "sh", code_dir], timeout=60)
-    if done.returncode != 0:
-        raise TransportError(
-            f"cannot create {code_dir} on {instance.name}: {done.stderr.decode().strip()}"
-        )
+    # The agent picks the directory to sync into: a new hard-linked version when a running
+    # job uses the current one, so its code never changes under it.
+    prepared = agent.call_json(
+        instance,
+        transport,
+        ["prepare-sync", "--base", instance.remote_dir, "--code-dir", code_dir],
+        timeout=120,
+    )
     remote: Manifest | None = None
-    if done.stdout.strip():
+    if prepared.get("manifest"):
         try:
-            remote = manifest_from_json(done.text)
+            remote = manifest_from_json(prepared["manifest"])
         except ValueError:
             remote = None  # unreadable: resend everything, rsync skips identical files anyway
     changed, deleted = diff_manifests(tree.manifest, remote)

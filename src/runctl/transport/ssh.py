@@ -124,8 +124,11 @@ class SSHTransport(Transport):
     def _rsync(self, root: Path, files: Sequence[str], remote_dir: str) -> bool:
         """Send with rsync; False when the host has no rsync (caller falls back to tar)."""
         listing = b"\0".join(f.encode() for f in files) + b"\0"
+        # --ignore-times: the content hashes already chose these files; rsync's own
+        # size+mtime check could skip a same-size edit made within the same second.
         argv = [
-            "rsync", "-a", "--from0", "--files-from=-", "-e", shlex.join(["ssh", *self.ssh_opts]),
+            "rsync", "-a", "--ignore-times", "--from0", "--files-from=-",
+            "-e", shlex.join(["ssh", *self.ssh_opts]),
             f"{root}/", f"{self.target.destination}:{_rsync_path(remote_dir)}/",
         ]  # fmt: skip
         proc = subprocess.run(argv, input=listing, capture_output=True, check=False)
