@@ -138,7 +138,6 @@ def main() -> None:
         sys.exit("bench/submit.py needs root (it starts sshd and a test user)")
     work = Path(tempfile.mkdtemp(prefix="runctl-bench-"))
     stand: SSHStand = start_sshd(work / "sshd")
-    runctl = [sys.executable, "-m", "runctl"]
     env = dict(os.environ, RUNCTL_HOME=str(work / "home"), XDG_CONFIG_HOME=str(work / "xdg"))
     cfg = work / "xdg" / "runctl" / "config.toml"
     cfg.parent.mkdir(parents=True)

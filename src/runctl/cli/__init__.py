@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from runctl import __version__
-
 from runctl.entry import COMMANDS, ROOT_HELP
+
 
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use (click docs, "complex" example)."""
