@@ -113,7 +113,7 @@ def bench_project(
     rt = Runtime(config=config.load(), home=config.home())
     instance = SSHProvider(rt).get_instance(f"h{files}")
     assert instance is not None
-    code_dir = f"{instance.remote_dir}/code/proj{files}"
+    code_dir = f"{instance.remote_dir}/code/proj{files}/current"
 
     def resync() -> float:
         start = time.perf_counter()
