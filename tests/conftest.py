@@ -82,6 +82,24 @@ class CLI:
         )
 
 
+def job_id_of(done: subprocess.CompletedProcess[str]) -> str:
+    """The job id a successful `runctl run` printed as its last stdout line."""
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def wait_for_log(cli: CLI, job: str, text: str, timeout: float = 30) -> None:
+    """Poll `runctl logs JOB` until ``text`` shows up (fails the test after ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in cli("logs", job).stdout:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{text!r} never appeared in the log of {job}")
+
+
 @pytest.fixture
 def cli() -> CLI:
     return CLI(cwd=REPO)

@@ -8,21 +8,15 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import CLI
+from tests.conftest import CLI, job_id_of, wait_for_log
 
 NASTY = ["a b", '; rm -rf / $(x) "quotes"', "`id`", "$HOME", "it's", "--not-an-option"]
-
-
-def _job_id(done: object) -> str:
-    return str(done.stdout.strip().splitlines()[-1])  # type: ignore[attr-defined]
 
 
 def test_run_logs_wait_roundtrip_with_literal_args(cli: CLI, project: Path) -> None:
     done = cli("run", "hello.py", "--", *NASTY, "--lines", "3", cwd=project)
     assert done.returncode == 0, done.stderr
-    job = _job_id(done)
+    job = job_id_of(done)
     waited = cli("wait", job)
     assert waited.returncode == 0, waited.stderr
     log = cli("logs", job).stdout.splitlines()
@@ -38,7 +32,7 @@ def test_args_without_double_dash_go_to_the_script(cli: CLI, project: Path) -> N
 
 
 def test_wait_propagates_failing_exit_code(cli: CLI, project: Path) -> None:
-    job = _job_id(cli("run", "hello.py", "--exit-code", "7", cwd=project))
+    job = job_id_of(cli("run", "hello.py", "--exit-code", "7", cwd=project))
     waited = cli("wait", job)
     assert waited.returncode == 7
     assert "failed with exit code 7" in waited.stderr
@@ -58,8 +52,8 @@ def test_cancel_sigterm_then_state_cancelled(cli: CLI, project: Path) -> None:
         "def bye(*a):\n    print('got SIGTERM', flush=True); sys.exit(143)\n"
         "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n"
     )
-    job = _job_id(cli("run", "sleepy.py", cwd=project))
-    _wait_for_log(cli, job, "ready")
+    job = job_id_of(cli("run", "sleepy.py", cwd=project))
+    wait_for_log(cli, job, "ready")
     started = time.monotonic()
     done = cli("cancel", job, "--grace", "5", "--json")
     assert done.returncode == 0, done.stderr
@@ -74,8 +68,8 @@ def test_cancel_escalates_to_sigkill_after_grace(cli: CLI, project: Path) -> Non
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('ready', flush=True)\ntime.sleep(60)\n"
     )
-    job = _job_id(cli("run", "stubborn.py", cwd=project))
-    _wait_for_log(cli, job, "ready")
+    job = job_id_of(cli("run", "stubborn.py", cwd=project))
+    wait_for_log(cli, job, "ready")
     started = time.monotonic()
     done = cli("cancel", job, "--grace", "1", "--json")
     elapsed = time.monotonic() - started
@@ -85,7 +79,7 @@ def test_cancel_escalates_to_sigkill_after_grace(cli: CLI, project: Path) -> Non
 
 
 def test_job_survives_cli_exit_and_agent_heartbeat(cli: CLI, project: Path) -> None:
-    job = _job_id(cli("run", "hello.py", "--lines", "5", "--interval", "0.2", cwd=project))
+    job = job_id_of(cli("run", "hello.py", "--lines", "5", "--interval", "0.2", cwd=project))
     status = json.loads(cli("status", job, "--json").stdout)
     assert status["state"] in ("running", "setup", "succeeded")
     assert cli("wait", job).returncode == 0
@@ -93,8 +87,8 @@ def test_job_survives_cli_exit_and_agent_heartbeat(cli: CLI, project: Path) -> N
 
 def test_lost_agent_is_reported_not_success(cli: CLI, project: Path) -> None:
     (project / "long.py").write_text("import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
-    job = _job_id(cli("run", "long.py", cwd=project))
-    _wait_for_log(cli, job, "ready")
+    job = job_id_of(cli("run", "long.py", cwd=project))
+    wait_for_log(cli, job, "ready")
     info = json.loads(cli("status", job, "--json").stdout)
     state = json.loads(Path(info["job_dir"], "state.json").read_text())
     pid = int(Path(info["job_dir"], "pid").read_text())
@@ -107,7 +101,7 @@ def test_lost_agent_is_reported_not_success(cli: CLI, project: Path) -> None:
 
 
 def test_logs_tail_and_follow(cli: CLI, project: Path) -> None:
-    job = _job_id(cli("run", "hello.py", "--lines", "10", "--interval", "0.05", cwd=project))
+    job = job_id_of(cli("run", "hello.py", "--lines", "10", "--interval", "0.05", cwd=project))
     followed = cli("logs", job, "--follow")
     assert followed.returncode == 0
     assert followed.stdout.splitlines()[-1] == "line 10"
@@ -116,7 +110,7 @@ def test_logs_tail_and_follow(cli: CLI, project: Path) -> None:
 
 
 def test_get_refuses_path_traversal(cli: CLI, project: Path, tmp_path: Path) -> None:
-    job = _job_id(cli("run", "hello.py", cwd=project))
+    job = job_id_of(cli("run", "hello.py", cwd=project))
     cli("wait", job)
     for bad in ("../../../etc/passwd", "/etc/passwd", "outputs/../../x"):
         done = cli("get", job, bad, str(tmp_path / "x"))
@@ -134,8 +128,8 @@ def test_get_refuses_path_traversal(cli: CLI, project: Path, tmp_path: Path) -> 
 
 def test_exclusive_refuses_second_job_of_project(cli: CLI, project: Path) -> None:
     (project / "long.py").write_text("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
-    first = _job_id(cli("run", "--exclusive", "long.py", cwd=project))
-    _wait_for_log(cli, first, "ready")
+    first = job_id_of(cli("run", "--exclusive", "long.py", cwd=project))
+    wait_for_log(cli, first, "ready")
     second = cli("run", "--exclusive", "hello.py", cwd=project)
     assert second.returncode == 9
     assert first in second.stderr
@@ -145,20 +139,11 @@ def test_exclusive_refuses_second_job_of_project(cli: CLI, project: Path) -> Non
 
 
 def test_jobs_filters(cli: CLI, project: Path) -> None:
-    ok = _job_id(cli("run", "hello.py", cwd=project))
-    bad = _job_id(cli("run", "hello.py", "--exit-code", "1", cwd=project))
+    ok = job_id_of(cli("run", "hello.py", cwd=project))
+    bad = job_id_of(cli("run", "hello.py", "--exit-code", "1", cwd=project))
     cli("wait", ok)
     cli("wait", bad)
     failed = json.loads(cli("jobs", "--state", "failed", "--json").stdout)
     assert [j["job_id"] for j in failed] == [bad]
     everything = json.loads(cli("jobs", "--on", "local", "--json").stdout)
     assert {j["job_id"] for j in everything} == {ok, bad}
-
-
-def _wait_for_log(cli: CLI, job: str, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in cli("logs", job).stdout:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{text!r} never appeared in the log of {job}")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.conftest import CLI, job_id_of, wait_for_log
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +35,6 @@ def _remote(sshd: object, *argv: str) -> str:
     return out.stdout
 
 
-def _job(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
-
-
 def test_submit_follow_args_arrive_literally(cli: CLI, host: str, project: Path) -> None:
     done = cli("run", "--on", f"ssh:{host}", "--follow", "hello.py", "--", *NASTY,
                "--lines", "3", cwd=project)  # fmt: skip
@@ -52,20 +46,20 @@ def test_submit_follow_args_arrive_literally(cli: CLI, host: str, project: Path)
 
 
 def test_wait_propagates_failure(cli: CLI, host: str, project: Path) -> None:
-    job = _job(cli("run", "--on", host, "hello.py", "--exit-code", "5", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "hello.py", "--exit-code", "5", cwd=project))
     waited = cli("wait", job)
     assert waited.returncode == 5
     assert json.loads(cli("status", job, "--json").stdout)["state"] == "failed"
 
 
-def test_cancel_remote_job(cli: CLI, host: str, project: Path) -> None:
+def test_cancel_remotejob_id_of(cli: CLI, host: str, project: Path) -> None:
     (project / "sleepy.py").write_text(
         "import signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: (print('bye', flush=True), sys.exit(143)))\n"
         "print('ready', flush=True)\ntime.sleep(120)\n"
     )
-    job = _job(cli("run", "--on", host, "sleepy.py", cwd=project))
-    _wait_for(cli, job, "ready")
+    job = job_id_of(cli("run", "--on", host, "sleepy.py", cwd=project))
+    wait_for_log(cli, job, "ready")
     done = cli("cancel", job, "--grace", "5", "--json")
     assert json.loads(done.stdout)["state"] == "cancelled", done.stderr
     assert "bye" in cli("logs", job).stdout
@@ -79,9 +73,9 @@ def test_running_job_keeps_its_code_while_the_tree_changes(
         "import time\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
         "time.sleep(2)\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
     )
-    first = _job(cli("run", "--on", host, "show.py", cwd=project))
+    first = job_id_of(cli("run", "--on", host, "show.py", cwd=project))
     (project / "pkg" / "util.py").write_text("VALUE = 2\n")
-    second = _job(cli("run", "--on", host, "show.py", cwd=project))
+    second = job_id_of(cli("run", "--on", host, "show.py", cwd=project))
     assert cli("wait", first).returncode == 0 and cli("wait", second).returncode == 0
     assert cli("logs", first).stdout.splitlines() == ["VALUE = 1", "VALUE = 1"]
     assert cli("logs", second).stdout.splitlines() == ["VALUE = 2", "VALUE = 2"]
@@ -107,7 +101,7 @@ def test_unchanged_tree_skips_sync_and_changes_are_incremental(
     assert "synced 2/4 files" in third.stderr, third.stderr
     # A file deleted locally disappears from the host's tree too.
     (project / "new.txt").unlink()
-    job = _job(cli("run", "--on", host, "hello.py", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "hello.py", cwd=project))
     info = json.loads(cli("status", job, "--json").stdout)
     code_dir = info["workdir"]
     listing = _remote(sshd, "ls", code_dir, f"{code_dir}/pkg")
@@ -118,7 +112,7 @@ def test_unchanged_tree_skips_sync_and_changes_are_incremental(
 def test_stale_host_copy_is_detected_and_resynced(
     cli: CLI, host: str, project: Path, sshd: object
 ) -> None:
-    job = _job(cli("run", "--on", host, "hello.py", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "hello.py", cwd=project))
     workdir = json.loads(cli("status", job, "--json").stdout)["workdir"]
     _remote(sshd, "rm", "-rf", str(Path(workdir).parent))  # someone wiped the host's copy
     again = cli("run", "--on", host, "--wait", "hello.py", "--", "x", cwd=project)
@@ -134,14 +128,14 @@ def test_gitignore_runctlignore_and_include(cli: CLI, host: str, project: Path,
     (project / "data" / "train.csv").write_text("1,2\n")
     (project / "run.log").write_text("x\n")
     (project / "secret.txt").write_text("s\n")
-    job = _job(cli("run", "--on", host, "hello.py", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "hello.py", cwd=project))
     workdir = json.loads(cli("status", job, "--json").stdout)["workdir"]
     cli("wait", job)
     files = _remote(sshd, "find", workdir, "-type", "f").split()
     names = {Path(f).relative_to(workdir).as_posix() for f in files}
     assert "hello.py" in names and "pkg/util.py" in names
     assert not names & {"data/train.csv", "run.log", "secret.txt"}
-    job = _job(cli("run", "--on", host, "--include", "data/", "hello.py", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "--include", "data/", "hello.py", cwd=project))
     workdir = json.loads(cli("status", job, "--json").stdout)["workdir"]
     assert _remote(sshd, "cat", f"{workdir}/data/train.csv") == "1,2\n"
 
@@ -160,7 +154,7 @@ def test_get_refuses_traversal_and_fetches_outputs(
         "import os, pathlib\n"
         "pathlib.Path(os.environ['RUNCTL_OUTPUT_DIR'], 'm.json').write_text('{\"ok\": 1}')\n"
     )
-    job = _job(cli("run", "--on", host, "--wait", "write.py", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "--wait", "write.py", cwd=project))
     for bad in ("../../../../etc/passwd", "/etc/passwd", "outputs/../../../x"):
         done = cli("get", job, bad, str(tmp_path / "stolen"))
         assert done.returncode == 2 and "refusing" in done.stderr, bad
@@ -207,12 +201,3 @@ def test_unreachable_host_is_a_clean_error(cli: CLI, ssh_config: Path, project: 
     done = cli("run", "--on", "ssh:nobody@127.0.0.1:1", "hello.py", cwd=project)
     assert done.returncode == 7
     assert "cannot reach" in done.stderr and "Traceback" not in done.stderr
-
-
-def _wait_for(cli: CLI, job: str, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in cli("logs", job).stdout:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{text!r} never appeared in the log of {job}")
