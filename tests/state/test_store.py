@@ -95,3 +95,22 @@ def test_twenty_concurrent_cli_submits(cli: CLI, project: Path) -> None:
     assert {j["job_id"] for j in listed} == ids
     for job in ids:
         assert cli("wait", job).returncode == 0
+
+
+def test_instance_records_keep_state_history(tmp_path: Path) -> None:
+    from runctl.models import Instance, InstanceState
+
+    store = Store.open(tmp_path / "s.db")
+    inst = Instance(provider="aws", instance_id="i-0abc", name="runctl-x", hourly_usd=0.5,
+                    state=InstanceState.PENDING, tags={"runctl:managed": "true"})  # fmt: skip
+    rid = store.record_instance(inst, spot=True)
+    assert store.record_instance(inst) == rid  # same state: no new history row
+    import dataclasses
+
+    store.record_instance(dataclasses.replace(inst, state=InstanceState.RUNNING,
+                                              hourly_usd=None))  # fmt: skip
+    record = store.get_instance_record("aws", "i-0abc")
+    assert record is not None
+    assert record["hourly_usd"] == 0.5 and record["spot"] and record["state"] == "running"
+    assert [s for s, _ in store.instance_history(rid)] == ["pending", "running"]
+    assert [r["instance_id"] for r in store.list_instance_records("aws")] == ["i-0abc"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runctl.errors import NotFoundError, UsageError
-from runctl.models import Host, Job, JobState, SSHTarget
+from runctl.models import Host, Instance, Job, JobState, SSHTarget
 from runctl.state.db import connect, now_iso, transaction
 
 _JOB_COLUMNS = {
@@ -140,6 +140,79 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self.db.execute(sql, args)]
 
+    # -------------------------------------------------------------- instances
+
+    def record_instance(self, instance: Instance, *, spot: bool = False) -> int:
+        """Insert or update a provider instance; returns its ``resource_id``.
+
+        A state change is appended to ``instance_states`` (the basis of cost accounting).
+        """
+        now = now_iso()
+        with transaction(self.db):
+            row = self.db.execute(
+                "SELECT resource_id, state FROM instances WHERE provider = ? AND instance_id = ?",
+                (instance.provider, instance.instance_id),
+            ).fetchone()
+            if row is None:
+                cur = self.db.execute(
+                    "INSERT INTO instances (provider, instance_id, name, state, hourly_usd, spot,"
+                    " tags, data, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        instance.provider, instance.instance_id, instance.name,
+                        str(instance.state), instance.hourly_usd, int(spot),
+                        json.dumps(instance.tags), json.dumps(instance.extra, default=str),
+                        now, now,
+                    ),
+                )  # fmt: skip
+                resource_id = int(cur.lastrowid or 0)
+                changed = True
+            else:
+                resource_id = int(row["resource_id"])
+                changed = row["state"] != str(instance.state)
+                self.db.execute(
+                    "UPDATE instances SET name = ?, state = ?,"
+                    " hourly_usd = COALESCE(?, hourly_usd), tags = ?, data = ?, updated_at = ?"
+                    " WHERE resource_id = ?",
+                    (
+                        instance.name, str(instance.state), instance.hourly_usd,
+                        json.dumps(instance.tags), json.dumps(instance.extra, default=str),
+                        now, resource_id,
+                    ),
+                )  # fmt: skip
+            if changed:
+                self.db.execute(
+                    "INSERT INTO instance_states (resource_id, state, at) VALUES (?, ?, ?)",
+                    (resource_id, str(instance.state), now),
+                )
+                self._event(
+                    "instance.state",
+                    f"{instance.provider}:{instance.instance_id}",
+                    {"to": str(instance.state)},
+                )
+        return resource_id
+
+    def get_instance_record(self, provider: str, instance_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM instances WHERE provider = ? AND instance_id = ?",
+            (provider, instance_id),
+        ).fetchone()
+        return _instance_row(row) if row else None
+
+    def list_instance_records(self, provider: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM instances", []
+        if provider:
+            sql += " WHERE provider = ?"
+            args.append(provider)
+        return [_instance_row(r) for r in self.db.execute(sql + " ORDER BY resource_id", args)]
+
+    def instance_history(self, resource_id: int) -> list[tuple[str, str]]:
+        """(state, at) transitions of one instance, oldest first."""
+        rows = self.db.execute(
+            "SELECT state, at FROM instance_states WHERE resource_id = ? ORDER BY rowid",
+            (resource_id,),
+        )
+        return [(r["state"], r["at"]) for r in rows]
+
     # ----------------------------------------------------------------- events
 
     def add_event(self, kind: str, subject: str, data: dict[str, Any]) -> None:
@@ -220,3 +293,11 @@ def _job(row: sqlite3.Row) -> Job:
         pid=row["pid"],
         spec=json.loads(row["spec"]),
     )
+
+
+def _instance_row(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["tags"] = json.loads(row["tags"])
+    data["data"] = json.loads(row["data"])
+    data["spot"] = bool(row["spot"])
+    return data
