@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("runctl.cli.monitor:monitor", "Watch a local log file and checkpoint directory."),
     "s3": ("runctl.cli.s3:s3", "Upload, download, sync, list and clean up S3 objects."),
     "transfer": ("runctl.cli.transfer:transfer", "Copy data between local paths and S3."),
+    "checkpoint": (
+        "runctl.cli.checkpoint:checkpoint",
+        "List, inspect, prune and resume from checkpoints.",
+    ),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),
     "config": ("runctl.cli.config_cmd:config", "Show, set and validate configuration."),
 }

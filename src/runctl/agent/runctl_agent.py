@@ -20,7 +20,7 @@ Sub-commands (each prints JSON on stdout unless it streams a log):
     resolve --root R --path P                      realpath of P, refusing escapes from R
     prepare-sync --base B --code-dir C             pick the code version to sync into
     apply-manifest --code-dir C                    delete removed files, record the manifest
-    checkpoints --dir D
+    checkpoints --dir D [--keep N [--dry-run]]     list (and prune) checkpoints
 
 Exit codes of ``start``: 0 started, 10 code dir does not match the expected manifest (the CLI
 re-syncs and retries), 11 another job of the project is running (--exclusive), 12 bad spec.
@@ -704,11 +704,25 @@ def link_tree(src: str, dst: str, skip_meta: bool = True) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
+    """List checkpoints oldest first; with --keep N (and not --dry-run) delete all but N."""
     directory = os.path.expanduser(args.dir)
+    found = list_checkpoints(directory)
+    cut = max(len(found) - args.keep, 0) if args.keep is not None else 0
     rows = []
-    for path in list_checkpoints(directory):
+    for index, path in enumerate(found):
         st = os.stat(path)
-        rows.append({"path": path, "bytes": st.st_size, "mtime": st.st_mtime})
+        row = {"path": path, "bytes": st.st_size, "mtime": st.st_mtime}
+        sidecar = os.path.splitext(path)[0] + ".json"
+        meta = _read_json(sidecar) if os.path.isfile(sidecar) else {}
+        if isinstance(meta, dict) and meta:
+            row["meta"] = meta
+        if index < cut:
+            row["deleted"] = True
+            if not args.dry_run:
+                os.unlink(path)
+                if os.path.isfile(sidecar):
+                    os.unlink(sidecar)
+        rows.append(row)
     print(json.dumps(rows))
     return 0
 
@@ -745,6 +759,8 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--code-dir", required=True)
     p = sub.add_parser("checkpoints")
     p.add_argument("--dir", required=True)
+    p.add_argument("--keep", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.cmd.replace("-", "_")]
     try:

@@ -62,6 +62,7 @@ class SubmitRequest:
     install_requirements: bool | None = None
     sync: bool = True
     grace_s: float | None = None
+    project_root: Path | None = None  # for commands: the tree to sync (default: from cwd)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def _project_root(request: SubmitRequest) -> tuple[Path, list[str]]:
     if not argv or not argv[0]:
         raise UsageError("nothing to run", hint="give a script: runctl run train.py -- --epochs 3")
     if request.kind == "command":
+        if request.project_root is not None:
+            return request.project_root, argv
         return find_project_root(Path.cwd() / "__runctl_exec__"), argv
     script = Path(argv[0])
     if "\0" in argv[0]:
@@ -224,6 +227,45 @@ def _start(
         raise TransportError(f"the agent could not start the job on {instance.name}: {detail}")
     answer: dict[str, Any] = json.loads(done.stdout)
     return stats, answer
+
+
+def resubmit(
+    runtime: Runtime,
+    old: Job,
+    *,
+    resume_from: str | None,
+    resume_arg: bool,
+    progress: Progress,
+) -> Submitted:
+    """Run ``old`` again on the same target with the same name, so it resumes from the
+    newest checkpoint in its checkpoint dir (or ``resume_from``); ``resume_arg`` also passes
+    ``--resume PATH`` to the script."""
+    spec = old.spec
+    root = Path(spec.get("local_root") or Path.cwd())
+    argv = list(old.argv)
+    kind = str(spec.get("kind", "script"))
+    if kind == "script":
+        script = root / argv[0]
+        if not script.is_file():
+            raise NotFoundError(
+                f"{script} no longer exists locally", hint="resume from the project directory"
+            )
+        argv[0] = str(script)
+    if resume_arg and resume_from:
+        argv += ["--resume", resume_from]
+    request = SubmitRequest(
+        argv=argv,
+        kind=kind,
+        name=old.name,
+        project=old.project,
+        env=dict(spec.get("env") or {}),
+        resume_from=resume_from,
+        checkpoint_dir=old.checkpoint_dir,
+        grace_s=spec.get("grace_s"),
+        project_root=root,
+    )
+    target = instance_of_job(runtime, old.provider, old.instance_id)
+    return submit(runtime, target, request, progress)
 
 
 # ----------------------------------------------------------------------------- refresh
