@@ -25,14 +25,18 @@ def test_run_logs_wait_roundtrip_with_literal_args(cli: CLI, project: Path) -> N
     assert log[-3:] == ["line 1", "line 2", "line 3"]
 
 
-def test_args_without_double_dash_go_to_the_script(cli: CLI, project: Path) -> None:
+def test_script_options_need_double_dash_with_a_clear_hint(cli: CLI, project: Path) -> None:
     done = cli("local", "hello.py", "--lines", "1", cwd=project)
-    assert done.returncode == 0, done.stderr
-    assert "arg: '--lines'" in done.stdout and "line 1" in done.stdout
+    assert done.returncode == 2
+    assert "No such option '--lines'" in done.stderr
+    assert "go after `--`" in done.stderr
+    ok = cli("local", "hello.py", "plain-arg", "--", "--lines", "1", cwd=project)
+    assert ok.returncode == 0, ok.stderr
+    assert "arg: 'plain-arg'" in ok.stdout and "line 1" in ok.stdout
 
 
 def test_wait_propagates_failing_exit_code(cli: CLI, project: Path) -> None:
-    job = job_id_of(cli("run", "hello.py", "--exit-code", "7", cwd=project))
+    job = job_id_of(cli("run", "hello.py", "--", "--exit-code", "7", cwd=project))
     waited = cli("wait", job)
     assert waited.returncode == 7
     assert "failed with exit code 7" in waited.stderr
@@ -79,7 +83,7 @@ def test_cancel_escalates_to_sigkill_after_grace(cli: CLI, project: Path) -> Non
 
 
 def test_job_survives_cli_exit_and_agent_heartbeat(cli: CLI, project: Path) -> None:
-    job = job_id_of(cli("run", "hello.py", "--lines", "5", "--interval", "0.2", cwd=project))
+    job = job_id_of(cli("run", "hello.py", "--", "--lines", "5", "--interval", "0.2", cwd=project))
     status = json.loads(cli("status", job, "--json").stdout)
     assert status["state"] in ("running", "setup", "succeeded")
     assert cli("wait", job).returncode == 0
@@ -101,7 +105,9 @@ def test_lost_agent_is_reported_not_success(cli: CLI, project: Path) -> None:
 
 
 def test_logs_tail_and_follow(cli: CLI, project: Path) -> None:
-    job = job_id_of(cli("run", "hello.py", "--lines", "10", "--interval", "0.05", cwd=project))
+    job = job_id_of(
+        cli("run", "hello.py", "--", "--lines", "10", "--interval", "0.05", cwd=project)
+    )
     followed = cli("logs", job, "--follow")
     assert followed.returncode == 0
     assert followed.stdout.splitlines()[-1] == "line 10"
@@ -140,7 +146,7 @@ def test_exclusive_refuses_second_job_of_project(cli: CLI, project: Path) -> Non
 
 def test_jobs_filters(cli: CLI, project: Path) -> None:
     ok = job_id_of(cli("run", "hello.py", cwd=project))
-    bad = job_id_of(cli("run", "hello.py", "--exit-code", "1", cwd=project))
+    bad = job_id_of(cli("run", "hello.py", "--", "--exit-code", "1", cwd=project))
     cli("wait", ok)
     cli("wait", bad)
     failed = json.loads(cli("jobs", "--state", "failed", "--json").stdout)

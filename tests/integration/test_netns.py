@@ -33,8 +33,8 @@ def test_follow_survives_network_drop_without_loss_or_repeat(
     cli: CLI, remote: str, project: Path, netns_host: object
 ) -> None:
     count = 150
-    job_done = cli("run", "--on", remote, "hello.py", "--lines", str(count), "--interval", "0.1",
-                   cwd=project)  # fmt: skip
+    args = ["--lines", str(count), "--interval", "0.1"]
+    job_done = cli("run", "--on", remote, "hello.py", "--", *args, cwd=project)
     assert job_done.returncode == 0, job_done.stderr
     job = job_done.stdout.strip().splitlines()[-1]
     follower = cli.popen("logs", job, "--follow")
@@ -52,7 +52,7 @@ def test_follow_survives_network_drop_without_loss_or_repeat(
 def test_wait_rides_out_a_network_drop(
     cli: CLI, remote: str, project: Path, netns_host: object
 ) -> None:
-    job = cli("run", "--on", remote, "hello.py", "--lines", "40", "--interval", "0.1",
+    job = cli("run", "--on", remote, "hello.py", "--", "--lines", "40", "--interval", "0.1",
               "--exit-code", "6", cwd=project).stdout.strip().splitlines()[-1]  # fmt: skip
     waiter = cli.popen("wait", job)
     time.sleep(1.0)

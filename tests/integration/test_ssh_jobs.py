@@ -46,7 +46,7 @@ def test_submit_follow_args_arrive_literally(cli: CLI, host: str, project: Path)
 
 
 def test_wait_propagates_failure(cli: CLI, host: str, project: Path) -> None:
-    job = job_id_of(cli("run", "--on", host, "hello.py", "--exit-code", "5", cwd=project))
+    job = job_id_of(cli("run", "--on", host, "hello.py", "--", "--exit-code", "5", cwd=project))
     waited = cli("wait", job)
     assert waited.returncode == 5
     assert json.loads(cli("status", job, "--json").stdout)["state"] == "failed"

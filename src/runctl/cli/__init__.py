@@ -103,6 +103,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _usage_hint(exc: click.ClickException) -> str | None:
     ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.NoSuchOption) and ctx is not None and ctx.info_name in (
+        "run", "local", "exec",
+    ):  # fmt: skip
+        return (
+            f"arguments for the script go after `--`, e.g. "
+            f"`runctl {ctx.info_name} train.py -- {exc.option_name} ...`"
+        )
     if ctx is not None:
         return f"see `{ctx.command_path} --help`"
     return None

@@ -163,7 +163,8 @@ def _finish(job: Job) -> None:
         )
 
 
-_RUN_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+# Options may come anywhere before `--`; everything after `--` belongs to the script.
+_RUN_CONTEXT: dict[str, Any] = {}
 
 
 @click.command(context_settings=_RUN_CONTEXT)
@@ -175,7 +176,7 @@ _RUN_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
         on: str | None, **opts: Any) -> None:  # fmt: skip
-    """Run SCRIPT as a detached job; arguments after SCRIPT (or after --) go to it.
+    """Run SCRIPT as a detached job; arguments after `--` go to the script.
 
     \b
     .py files run with `uv run` when uv is on the host (PEP 723 inline deps honoured),
