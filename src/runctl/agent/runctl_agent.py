@@ -278,6 +278,21 @@ class Supervisor:
         _killpg(self.child.pid, signal.SIGKILL)
         return rc if rc >= 0 else 128 - rc
 
+    def run_steps(self, commands: list, label: str, env: dict, cwd: str) -> int:
+        """Run ``commands`` (argv lists) in order, logged; stop at the first failure."""
+        for argv in commands:
+            argv = [str(a) for a in argv]
+            self.note("{}: {}".format(label, " ".join(argv)))
+            try:
+                rc = self.run_step(argv, env, cwd)
+            except OSError as exc:
+                self.note(f"cannot start {argv[0]}: {exc.strerror}")
+                return 127 if isinstance(exc, FileNotFoundError) else 126
+            if rc != 0:
+                self.note(f"{label} step failed with exit code {rc}")
+                return rc
+        return 0
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
@@ -306,17 +321,28 @@ class Supervisor:
                     "RUNCTL_JOB_DIR": self.job_dir,
                     "RUNCTL_CHECKPOINT_DIR": spec.get("checkpoint_dir", ""),
                     "RUNCTL_OUTPUT_DIR": spec.get("output_dir", ""),
+                    # per-project data cache on the host (train --data-s3 syncs into it)
+                    "RUNCTL_DATA_DIR": os.path.join(
+                        spec.get("base", ""), "data", spec.get("project") or "default"
+                    ),
                     "RUNCTL_RESUME_FROM": resume or "",
                     "PYTHONUNBUFFERED": "1",
                 }
             )
             argv = build_argv(spec, workdir, python)
             self.set_state(state="running", resume_from=resume, command=argv)
-            try:
-                rc = self.run_step(argv, env, workdir)
-            except OSError as exc:
-                self.note(f"cannot start {argv[0]}: {exc.strerror}")
-                rc = 127 if isinstance(exc, FileNotFoundError) else 126
+            rc = self.run_steps(spec.get("pre_commands") or [], "pre", env, workdir)
+            if rc == 0 and self.cancel_at is None:
+                try:
+                    rc = self.run_step(argv, env, workdir)
+                except OSError as exc:
+                    self.note(f"cannot start {argv[0]}: {exc.strerror}")
+                    rc = 127 if isinstance(exc, FileNotFoundError) else 126
+                if self.cancel_at is None:
+                    # Post steps (e.g. uploading outputs) run whatever the exit code; their
+                    # failure fails a job that had succeeded.
+                    post = self.run_steps(spec.get("post_commands") or [], "post", env, workdir)
+                    rc = rc or post
         final = "cancelled" if self.cancel_at is not None else "succeeded" if rc == 0 else "failed"
         with open(self.paths["exit_code"], "w") as fh:
             fh.write(str(rc))
@@ -477,6 +503,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             offset = _offset_of_last_lines(fh, args.last_lines)
             sys.stderr.write(f"RUNCTL-OFFSET {offset}\n")
         fh.seek(offset)
+        misses = 0
         while True:
             chunk = fh.read(65536)
             if chunk:
@@ -486,11 +513,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
             if not args.follow:
                 break
             status = _job_status(job_dir)
-            if status["state"] in FINAL or status["state"] in ("lost", "unknown"):
-                chunk = fh.read()  # whatever landed between the last read and the state check
-                if chunk:
+            if status["state"] in ("lost", "unknown"):
+                misses += 1  # a transient read must not end the stream; a real loss persists
+            if status["state"] in FINAL or misses >= 3:
+                # Drain whatever landed between the last read and the state check.
+                while fh.tell() < os.path.getsize(paths["log"]):
+                    chunk = fh.read(65536)
+                    if not chunk:
+                        break
                     out.write(chunk)
-                    out.flush()
+                out.flush()
                 break
             time.sleep(0.1)
     sys.stderr.write(f"RUNCTL-END {json.dumps(_job_status(job_dir))}\n")
