@@ -25,3 +25,12 @@ if [ "$(id -u)" = 0 ] && [ ! -x "$TORCH_VENV/bin/python" ]; then
   "$TORCH_VENV/bin/pip" install -q 'torch==2.13.0' numpy
   chmod -R a+rX "$TORCH_VENV"
 fi
+
+# `aws train --data-s3/--output-s3` tests run the AWS CLI as the SSH test user on the "host"
+# (tests/providers/aws/test_train.py); it talks to the moto server on 127.0.0.1.
+AWSCLI_VENV=/opt/runctl-test-awscli
+if [ "$(id -u)" = 0 ] && [ ! -x "$AWSCLI_VENV/bin/aws" ]; then
+  /usr/bin/python3 -m venv "$AWSCLI_VENV"
+  "$AWSCLI_VENV/bin/pip" install -q awscli
+  chmod -R a+rX "$AWSCLI_VENV"
+fi

@@ -79,3 +79,16 @@ def test_init_then_validate(cli: CLI, tmp_path: Path) -> None:
     (tmp_path / ".runctl.toml").write_text("[jobs]\nbogus = 1\n")
     bad = cli("config", "validate", cwd=tmp_path)
     assert bad.returncode == 3 and "bogus" in bad.stderr
+
+
+def test_secrets_stay_out_of_project_files_and_output(cli: CLI, tmp_path: Path) -> None:
+    refused = cli("config", "set", "runpod.api_key", "rp_SECRET123", cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / ".runctl.toml").exists()
+    done = cli("config", "set", "--global", "runpod.api_key", "rp_SECRET123", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "rp_SECRET123" not in done.stdout + done.stderr
+    user_file = tmp_path / "xdg-config" / "runctl" / "config.toml"
+    assert user_file.stat().st_mode & 0o777 == 0o600
+    shown = cli("config", "show", "--json", cwd=tmp_path)
+    assert "rp_SECRET123" not in shown.stdout
+    assert json.loads(shown.stdout)["values"]["runpod.api_key"] == "***"

@@ -25,6 +25,7 @@ class Key:
     type: type
     default: Any
     help: str
+    secret: bool = False  # never shown by `config show`; files holding it are made 0600
 
 
 SCHEMA: dict[str, Key] = {
@@ -44,9 +45,64 @@ SCHEMA: dict[str, Key] = {
     "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`"),
     "aws.region": Key(str, "", "AWS region (default: the AWS SDK chain: AWS_REGION, profile)"),
     "aws.profile": Key(str, "", "AWS named profile (default: the SDK chain)"),
+    "aws.endpoint_url": Key(str, "", "AWS-compatible endpoint for every AWS client (tests)"),
+    "aws.s3_bucket": Key(str, "", "bucket for SSM command output and staging (SSM transport)"),
+    "aws.transport": Key(str, "auto", "how to reach instances: auto (ssh, else ssm), ssh, ssm"),
+    "aws.ssh_user": Key(str, "", "SSH login user (default: from the AMI: ubuntu / ec2-user)"),
+    "aws.ssh_key_file": Key(
+        str, "", "private key for instances; KEY.pub is imported (default: runctl's own key)"
+    ),
+    "aws.key_name": Key(str, "", "existing EC2 key pair to launch with (default: import ours)"),
+    "aws.security_group": Key(str, "", "security group id or name (default: runctl-ssh)"),
+    "aws.ssh_cidr": Key(str, "0.0.0.0/0", "who may reach port 22 in the runctl-ssh group"),
+    "aws.iam_instance_profile": Key(str, "", "instance profile for new instances (enables SSM)"),
+    "aws.remote_dir": Key(str, ".runctl", "runctl's directory on instances (from the home)"),
+    "aws.spot_timeout_s": Key(float, 300.0, "cancel a spot request not fulfilled by then"),
+    "aws.wait_timeout_s": Key(float, 600.0, "how long --wait waits for an instance state"),
+    "aws.gpu_ami_parameter": Key(
+        str,
+        "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/"
+        "ami-id",
+        "SSM parameter naming the AMI for GPU types ({arch}: x86_64/arm64)",
+    ),
+    "aws.cpu_ami_parameter": Key(
+        str,
+        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}",
+        "SSM parameter naming the AMI for other types",
+    ),
+    "aws.host_cli": Key(str, "aws", "AWS CLI on instances, for train --data-s3/--output-s3"),
     "s3.endpoint_url": Key(str, "", "S3-compatible endpoint (MinIO, SeaweedFS); default AWS"),
     "s3.max_concurrency": Key(int, 16, "parallel S3 transfers (parts and files)"),
     "s3.multipart_threshold_mb": Key(int, 16, "files above this size upload in parts"),
+    "runpod.api_key": Key(str, "", "RunPod API key (env RUNPOD_API_KEY wins)", secret=True),
+    "runpod.api_url": Key(str, "https://api.runpod.io/v2", "RunPod REST v2 base URL"),
+    "runpod.graphql_url": Key(str, "https://api.runpod.io/graphql", "RunPod GraphQL URL"),
+    "runpod.ssh_user": Key(str, "root", "SSH login user on pods"),
+    "runpod.ssh_key": Key(str, "", "private key for pods; KEY.pub is injected (default: ours)"),
+    "runpod.remote_dir": Key(str, "/workspace/runctl", "runctl's directory on pods"),
+    "runpod.default_gpu": Key(str, "NVIDIA GeForce RTX 4090", "GPU type id for `runpod create`"),
+    "runpod.default_image": Key(
+        str, "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404", "image for `runpod create`"
+    ),
+    "runpod.disk_gb": Key(int, 50, "container disk of new pods (GB)"),
+    "runpod.volume_gb": Key(int, 20, "persistent /workspace volume of new pods (GB)"),
+    "runpod.cloud": Key(str, "SECURE", "SECURE or COMMUNITY cloud for new pods"),
+    "runpod.poll_interval_s": Key(float, 5.0, "seconds between status polls while waiting"),
+    "runpod.wait_timeout_s": Key(float, 1200.0, "how long create --wait waits for SSH"),
+    "lyceum.api_key": Key(str, "", "Lyceum API key lk_... (env LYCEUM_API_KEY wins)", secret=True),
+    "lyceum.api_url": Key(
+        str, "https://api.lyceum.technology/api/v2/external", "Lyceum API base URL"
+    ),
+    "lyceum.ssh_user": Key(str, "lyceum", "SSH login user on VMs"),
+    "lyceum.ssh_key": Key(str, "", "private key for VMs; KEY.pub is sent (default: ours)"),
+    "lyceum.remote_dir": Key(str, ".runctl", "runctl's directory on VMs (from the home)"),
+    "lyceum.default_profile": Key(str, "h100", "hardware profile for `lyceum create`"),
+    "lyceum.max_duration": Key(
+        str, "", "default --max-duration of new VMs (e.g. 8h); `lyceum reap` deletes overdue"
+    ),
+    "lyceum.poll_interval_s": Key(float, 5.0, "seconds between status polls while waiting"),
+    "lyceum.wait_timeout_s": Key(float, 900.0, "how long create --wait waits for SSH"),
+    "costs.daily_budget_usd": Key(float, 0.0, "daily spend shown against in `top` (0 = none)"),
 }
 
 
@@ -185,8 +241,18 @@ def set_value(path: Path, key: str, text: str) -> Any:
     data.setdefault(section, {})[name] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    if SCHEMA[key].secret or (path.is_file() and path.stat().st_mode & 0o077 == 0):
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o600)  # created private before the secret is written into it
     tmp.write_text(tomli_w.dumps(data))
     tmp.replace(path)
+    return value
+
+
+def shown(key: str, value: Any) -> Any:
+    """``value`` fit for display: secrets (API keys) are masked."""
+    if SCHEMA[key].secret and value:
+        return "***"
     return value
 
 

@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("runctl.cli.jobs:cancel", "Stop a job: SIGTERM, grace period, SIGKILL."),
     "get": ("runctl.cli.jobs:get", "Download a file or directory from a job."),
     "hosts": ("runctl.cli.hosts:hosts", "Register and list SSH hosts."),
+    "aws": ("runctl.cli.aws:aws", "EC2 instances: create, train, monitor, stop, EBS volumes."),
+    "runpod": ("runctl.cli.runpod:runpod", "Create, train on, monitor and stop RunPod pods."),
+    "lyceum": ("runctl.cli.lyceum:lyceum", "Create, train on, monitor and delete Lyceum VMs."),
     "monitor": ("runctl.cli.monitor:monitor", "Watch a local log file and checkpoint directory."),
     "s3": ("runctl.cli.s3:s3", "Upload, download, sync, list and clean up S3 objects."),
     "transfer": ("runctl.cli.transfer:transfer", "Copy data between local paths and S3."),
@@ -30,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "runctl.cli.checkpoint:checkpoint",
         "List, inspect, prune and resume from checkpoints.",
     ),
+    "top": ("runctl.cli.top:top", "Live dashboard: machines, jobs, utilisation, costs."),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),
     "config": ("runctl.cli.config_cmd:config", "Show, set and validate configuration."),
 }

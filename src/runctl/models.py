@@ -119,6 +119,9 @@ class JobSpec:
     resume: bool = True
     install_requirements: bool = True
     grace_s: float = 10.0
+    # argv lists the agent runs before / after the command (e.g. S3 download / upload)
+    pre_commands: tuple[tuple[str, ...], ...] = ()
+    post_commands: tuple[tuple[str, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +138,8 @@ class JobSpec:
             "resume": self.resume,
             "install_requirements": self.install_requirements,
             "grace_s": self.grace_s,
+            "pre_commands": [list(c) for c in self.pre_commands],
+            "post_commands": [list(c) for c in self.post_commands],
         }
 
 

@@ -60,6 +60,9 @@ def test_cancel_remotejob_id_of(cli: CLI, host: str, project: Path) -> None:
     )
     job = job_id_of(cli("run", "--on", host, "sleepy.py", cwd=project))
     wait_for_log(cli, job, "ready")
+    listed = cli("jobs", "--json")  # refreshes running jobs from the host in worker threads
+    assert listed.returncode == 0, listed.stderr
+    assert {j["job_id"]: j["state"] for j in json.loads(listed.stdout)}[job] == "running"
     done = cli("cancel", job, "--grace", "5", "--json")
     assert json.loads(done.stdout)["state"] == "cancelled", done.stderr
     assert "bye" in cli("logs", job).stdout

@@ -69,7 +69,7 @@ class SeaweedStand:
             "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-aws-credentials"),
         }
 
-    def stop(self, grace_s: float = 1.5) -> None:
+    def stop(self, grace_s: float = 0.3) -> None:
         """Stop the server (SIGTERM, then SIGKILL: its data is thrown away anyway)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from runctl.cli.output import emit, get_ctx, json_option, table
-from runctl.errors import ConflictError
+from runctl.errors import ConflictError, UsageError
 
 
 @click.command()
@@ -39,7 +39,8 @@ def config_show() -> None:
     from runctl import config as cfgmod
 
     cfg = get_ctx().runtime().config
-    rows = [(k, cfg.get(k), cfg.sources.get(k, "default")) for k in cfgmod.SCHEMA]
+    rows = [(k, cfgmod.shown(k, cfg.get(k)), cfg.sources.get(k, "default"))
+            for k in cfgmod.SCHEMA]  # fmt: skip
     data = {
         "values": {k: v for k, v, _ in rows},
         "sources": {k: s for k, _, s in rows},
@@ -66,7 +67,13 @@ def config_set(key: str, value: str, global_: bool) -> None:
         path = cfgmod.user_config_path()
     else:
         path = Path(cfgmod.PROJECT_FILE)
-    typed = cfgmod.set_value(path, key, value)
+        if cfgmod.SCHEMA.get(key) is not None and cfgmod.SCHEMA[key].secret:
+            # A project file tends to end up in git; keys belong in the user's own file.
+            raise UsageError(
+                f"{key} is a secret; refusing to write it into {path}",
+                hint=f"use `runctl config set --global {key} ...` or the environment variable",
+            )
+    typed = cfgmod.shown(key, cfgmod.set_value(path, key, value))
     emit({"key": key, "value": typed, "path": str(path)}, f"{key} = {typed!r} in {path}")
 
 

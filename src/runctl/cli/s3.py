@@ -7,6 +7,7 @@ draws a progress bar on stderr (only on a terminal, never under --json) and prin
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
-from runctl.errors import ConfigError, UsageError
+from runctl.errors import ConfigError, RunctlError, UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgressBar
@@ -59,6 +60,17 @@ def open_storage(concurrency: int | None = None) -> S3Storage:
     )
 
 
+def local_destination(text: str) -> Path:
+    """A download target; a trailing / means "into this directory" (made if missing)."""
+    path = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) and not path.is_dir():
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {path}: {exc.strerror}") from None
+    return path
+
+
 def transfer_options(fn: F) -> F:
     """--include/--exclude/--concurrency, shared by upload, download and sync."""
     fn = click.option("--concurrency", type=click.IntRange(1, 256),
@@ -94,7 +106,7 @@ class RichProgress:
 
     def start(self, files: int, nbytes: int) -> None:
         self._bar.start()
-        self._task = self._bar.add_task(f"{files} file{'s' if files != 1 else ''}", total=nbytes)
+        self._task = self._bar.add_task(_count(files, "file"), total=nbytes)
 
     def advance(self, nbytes: int) -> None:
         if self._task is not None:
@@ -113,7 +125,7 @@ def human_bytes(n: float) -> str:
 
 
 def report(summary: TransferSummary) -> None:
-    """Print a transfer summary; exit 1 (after printing it) if some objects failed."""
+    """Print a transfer summary; then, if some objects failed, list them and fail (exit 1)."""
 
     def text() -> None:
         if summary.dry_run:
@@ -128,7 +140,7 @@ def report(summary: TransferSummary) -> None:
             summary.operation, summary.operation
         )
         line = (
-            f"{verb} {summary.files} file{'s' if summary.files != 1 else ''} "
+            f"{verb} {_count(summary.files, 'file')} "
             f"({human_bytes(summary.bytes)}) in {summary.seconds:.2f} s "
             f"({summary.mb_per_s:.1f} MB/s)"
         )
@@ -146,9 +158,14 @@ def report(summary: TransferSummary) -> None:
             progress(f"failed: {failure}")
         if len(summary.failed) > 20:
             progress(f"... and {len(summary.failed) - 20} more")
-        progress(f"Error: {len(summary.failed)} transfers failed")
-        progress("hint: run the same command again; what finished is not sent twice")
-        raise click.exceptions.Exit(1)
+        raise RunctlError(
+            f"{len(summary.failed)} of {summary.files + len(summary.failed)} transfers failed",
+            hint="run it again: multipart uploads resume, and sync/transfer skip finished files",
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _object_rows(objects: list[ObjectInfo], human: bool) -> list[tuple[str, str, str]]:
@@ -193,21 +210,23 @@ def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[st
 
 @s3.command(name="download")
 @click.argument("source", metavar="S3URI")
-@click.argument("destination", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path())
 @click.option("-r", "--recursive", is_flag=True, help="Download everything under the prefix.")
 @transfer_options
 @json_option
-def s3_download(source: str, destination: Path, recursive: bool, include: tuple[str, ...],
+def s3_download(source: str, destination: str, recursive: bool, include: tuple[str, ...],
                 exclude: tuple[str, ...], concurrency: int | None) -> None:  # fmt: skip
     """Download an object, or with -r a prefix, to DESTINATION.
 
+    An object goes into DESTINATION if it is a directory (or ends in /), else becomes it.
     Keys that would land outside DESTINATION (``..``, absolute keys) are skipped.
     """
     from runctl.storage.s3 import TransferOptions, parse_uri
 
     uri = parse_uri(source)
     opts = TransferOptions(include=include, exclude=exclude)
-    report(open_storage(concurrency).download(uri, destination, opts, recursive=recursive))
+    dest = local_destination(destination)
+    report(open_storage(concurrency).download(uri, dest, opts, recursive=recursive))
 
 
 @s3.command(name="sync")
@@ -263,7 +282,7 @@ def s3_list(location: str, recursive: bool, human: bool) -> None:
         rows = [("", "PRE", p) for p in prefixes] + _object_rows(objects, human)
         table(["modified", "size", "key"], rows)
         size = human_bytes(total) if human else f"{total} bytes"
-        click.echo(f"{len(objects)} objects, {size}")
+        click.echo(f"{_count(len(objects), 'object')}, {size}")
 
     emit(data, text)
 
@@ -301,8 +320,9 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
                 click.echo(f"delete s3://{uri.bucket}/{obj.key} ({human_bytes(obj.size)})")
         question = f"Delete {len(doomed)} checkpoints ({human_bytes(freed)}) under {uri}?"
         if not yes and not click.confirm(question, default=False, err=True):
-            progress("nothing deleted")
-            raise click.exceptions.Exit(1)
+            raise RunctlError(
+                "cleanup cancelled: nothing deleted", hint="pass --yes to skip asking"
+            )
         data["deleted"], data["failed"] = storage.delete_keys(uri.bucket, doomed)
 
     def text() -> None:
@@ -315,8 +335,10 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
 
     emit(data, text)
     if data.get("failed"):
-        progress(f"Error: {len(data['failed'])} deletions failed: {data['failed'][0]}")
-        raise click.exceptions.Exit(1)
+        raise RunctlError(
+            f"{len(data['failed'])} deletions failed: {data['failed'][0]}",
+            hint="check delete permissions (s3:DeleteObject) on the bucket",
+        )
 
 
 @s3.command(name="watch")
@@ -328,7 +350,8 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
 def s3_watch(location: str, interval: float, max_polls: int | None) -> None:
     """Print objects that appear, change or vanish under S3URI.
 
-    Runs until Ctrl-C (or --max-polls). With --json, one JSON object per line for each event, then a summary line.
+    Runs until Ctrl-C (or --max-polls). With --json, one JSON object per line for each
+    event, then a summary line.
     """
     from runctl.storage.s3 import parse_uri
 
@@ -339,8 +362,10 @@ def s3_watch(location: str, interval: float, max_polls: int | None) -> None:
         for poll in storage.watch(uri, interval, max_polls):
             polls = poll.number
             if poll.number == 1:
-                progress(f"watching {uri}: {poll.objects} objects ({human_bytes(poll.bytes)}); "
-                         "Ctrl-C to stop")  # fmt: skip
+                size = human_bytes(poll.bytes)
+                progress(
+                    f"watching {uri}: {_count(poll.objects, 'object')} ({size}); Ctrl-C to stop"
+                )
             for event in poll.events:
                 events += 1
                 if is_json():
@@ -378,7 +403,8 @@ def s3_review(location: str, top: int, detailed: bool) -> None:
     data["seconds"] = round(time.monotonic() - started, 3)
 
     def text() -> None:
-        line = f"{uri}: {data['total_objects']} objects, {human_bytes(data['total_bytes'])}"
+        line = f"{uri}: {_count(data['total_objects'], 'object')}, "
+        line += human_bytes(data["total_bytes"])
         if data["last_modified"]:
             line += f", last change {data['last_modified']}"
         click.echo(line)

@@ -76,7 +76,7 @@ def transfer(source: str, destination: str, verify: bool, resume: bool, compress
       runctl transfer ./data s3://bucket/datasets/mnist/
       runctl transfer s3://bucket/runs/7/model.pt ./model.pt --compress
     """
-    from runctl.cli.s3 import open_storage, report
+    from runctl.cli.s3 import local_destination, open_storage, report
     from runctl.storage.s3 import TransferOptions
 
     src, dst = parse_location(source), parse_location(destination)
@@ -96,7 +96,7 @@ def transfer(source: str, destination: str, verify: bool, resume: bool, compress
             raise UsageError(f"{path} does not exist")
         summary = storage.upload(path, dst.uri, opts)
     elif src.uri is not None and dst.kind == "local":
-        summary = storage.download(src.uri, Path(dst.path), opts, recursive=None)
+        summary = storage.download(src.uri, local_destination(dst.path), opts, recursive=None)
     else:
         raise UsageError(
             "transfer needs one local path and one s3:// location",

@@ -62,6 +62,9 @@ class SubmitRequest:
     install_requirements: bool | None = None
     sync: bool = True
     grace_s: float | None = None
+    # argv lists the agent runs on the host before / after the command, output in the log
+    pre_commands: Sequence[Sequence[str]] = ()
+    post_commands: Sequence[Sequence[str]] = ()
     project_root: Path | None = None  # for commands: the tree to sync (default: from cwd)
 
 
@@ -148,6 +151,8 @@ def submit(
         resume=request.resume,
         install_requirements=install,
         grace_s=request.grace_s if request.grace_s is not None else cfg.get("jobs.grace_s"),
+        pre_commands=tuple(tuple(c) for c in request.pre_commands),
+        post_commands=tuple(tuple(c) for c in request.post_commands),
     ).to_json()
     if code_dir:
         spec["code_dir"] = code_dir
@@ -302,9 +307,20 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
     updated: dict[str, Job] = {}
     errors: dict[str, str] = {}
 
-    def ask(key: tuple[str, str]) -> tuple[tuple[str, str], dict[str, Any] | str]:
+    # Targets are resolved here, on the thread that owns the state connection; the worker
+    # threads only talk to hosts.
+    targets: dict[tuple[str, str], Target | str] = {}
+    for key in groups:
         try:
-            target = instance_of_job(runtime, *key)
+            targets[key] = instance_of_job(runtime, *key)
+        except RunctlError as exc:
+            targets[key] = exc.message
+
+    def ask(key: tuple[str, str]) -> tuple[tuple[str, str], dict[str, Any] | str]:
+        target = targets[key]
+        if isinstance(target, str):
+            return key, target
+        try:
             transport = target.provider.connect(target.instance)
             ids = [j.job_id for j in groups[key]]
             base = target.instance.remote_dir
@@ -382,6 +398,8 @@ def follow(
             last_ok = time.monotonic()
         err = proc.stderr.read()
         proc.wait()
+        proc.stdout.close()  # callers that poll (the `top` log view) would leak the pipes
+        proc.stderr.close()
         if last_lines:
             # The agent chose where the last N lines start; continue from there on reconnect.
             found = re.search(rb"^RUNCTL-OFFSET (\d+)$", err, re.MULTILINE)

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "local": "runctl.providers.local:LocalProvider",
     "ssh": "runctl.providers.ssh:SSHProvider",
+    "runpod": "runctl.providers.runpod.provider:RunpodProvider",
+    "lyceum": "runctl.providers.lyceum.provider:LyceumProvider",
+    "aws": "runctl.providers.aws.provider:AWSProvider",
 }
 
 

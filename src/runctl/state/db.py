@@ -27,7 +27,11 @@ def now_iso() -> str:
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # check_same_thread=False: `jobs`/`status` refresh hosts in worker threads, and providers
+    # read state (hosts, recorded instances) from there; SQLite itself serializes access.
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
     db.row_factory = sqlite3.Row
     _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
     db.execute("PRAGMA synchronous=NORMAL")

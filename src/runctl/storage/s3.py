@@ -246,6 +246,8 @@ def _is_fatal(exc: BaseException) -> bool:
 
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) in _FATAL_CODES
+    if isinstance(exc, RunctlError) and exc.__cause__ is not None:  # mapped by errors()
+        return _is_fatal(exc.__cause__)
     # A local file problem or a checksum mismatch fails that object only; credentials,
     # network (BotoCoreError), bugs and interrupts stop everything.
     return not isinstance(exc, OSError | RunctlError)
@@ -353,6 +355,7 @@ class _Done:
     bytes: int = 0
     resumed_bytes: int = 0
     verified: bool = False
+    warning: str = ""
 
 
 # ----------------------------------------------------------------------------- local files
@@ -486,7 +489,13 @@ class S3Storage:
 
     @property
     def endpoint(self) -> str:
-        return self.settings.endpoint_url or str(self.client.meta.endpoint_url)
+        """The URL requests go to (settings, else AWS_ENDPOINT_URL_S3, else AWS's own)."""
+        return str(self.client.meta.endpoint_url)
+
+    def _endpoint_if_known(self) -> str:
+        """``endpoint`` without creating a client (error messages must not fail)."""
+        client = self._client
+        return str(client.meta.endpoint_url) if client else self.settings.endpoint_url
 
     def transfer_config(self) -> TransferConfig:
         from boto3.s3.transfer import TransferConfig
@@ -507,7 +516,7 @@ class S3Storage:
         except RunctlError:
             raise
         except Exception as exc:
-            mapped = map_error(exc, where, self.settings.endpoint_url)
+            mapped = map_error(exc, where, self._endpoint_if_known())
             if mapped is None:
                 raise
             raise mapped from exc
@@ -688,7 +697,7 @@ class S3Storage:
         algorithm: Algorithm = "SHA256" if opts.verify else "CRC32"
         source = job.path.resolve()
         identity = {
-            "endpoint": self.settings.endpoint_url, "bucket": bucket, "key": key,
+            "endpoint": self.endpoint, "bucket": bucket, "key": key,
             "source": str(source), "source_size": job.size, "source_mtime": job.mtime,
             "size": size, "part_size": part_size, "algorithm": algorithm,
             "compressed": opts.compress,
@@ -707,7 +716,8 @@ class S3Storage:
         upload_id = str(state["upload_id"])
         count = max(1, -(-size // part_size))
         resumed = sum(min(part_size, size - (n - 1) * part_size) for n in parts)
-        self.progress.advance(resumed)
+        if resumed:
+            self.progress.advance(resumed)
         sent = 0
         with open(data_path, "rb") as fh, _thread_pool(self.settings.max_concurrency) as pool:
             futures = {
@@ -789,7 +799,7 @@ class S3Storage:
     def _state_path(self, bucket: str, key: str) -> Path | None:
         if self.state_dir is None:
             return None
-        name = hashlib.sha256(f"{self.settings.endpoint_url}|{bucket}|{key}".encode())
+        name = hashlib.sha256(f"{self.endpoint}|{bucket}|{key}".encode())
         return self.state_dir / f"{name.hexdigest()[:32]}.json"
 
     def _save_state(self, path: Path | None, state: dict[str, Any]) -> None:
@@ -869,6 +879,8 @@ class S3Storage:
     def _plan_prefix(
         self, src: S3Uri, dest: Path, opts: TransferOptions, summary: TransferSummary
     ) -> tuple[list[_Job], list[Path]]:
+        if dest.exists() and not dest.is_dir():
+            raise UsageError(f"{dest} is a file", hint="download a prefix into a directory")
         objects = list(self.iter_objects(src.bucket, src.prefix))
         if not objects and not opts.delete:
             raise NotFoundError(f"nothing under {src}", hint="see `runctl s3 list`")
@@ -935,18 +947,27 @@ class S3Storage:
                     shutil.copyfileobj(gz, out, _COPY_CHUNK)
                 tmp.unlink()
                 tmp = plain
-            verified = opts.verify and self._verify_local(tmp, head, job, opts.compress)
+            gunzipped = opts.compress and compressed
+            verified = opts.verify and self._verify_local(tmp, head, job, compressed, gunzipped)
             os.replace(tmp, final)
             os.utime(final, (job.mtime, job.mtime))  # so the next sync sees it as current
-            return _Done(bytes=job.size, verified=verified)
+            unverifiable = opts.verify and not verified
+            warning = f"cannot verify {job.label}: no whole-file checksum" if unverifiable else ""
+            return _Done(bytes=job.size, verified=verified, warning=warning)
         finally:
             tmp.unlink(missing_ok=True)
 
     def _verify_local(
-        self, path: Path, head: dict[str, Any], job: _Job, decompressed: bool
+        self, path: Path, head: dict[str, Any], job: _Job, compressed: bool, decompressed: bool
     ) -> bool:
-        """Check a downloaded file against the object's checksums; raise on mismatch."""
+        """Check a downloaded file against the object's checksums; raise on mismatch.
+
+        runctl-sha256 describes the original content: it applies to a compressed object only
+        once it is gunzipped; the raw .gz is checked with S3's own checksums.
+        """
         want_hex = head.get("Metadata", {}).get(META_SHA256)
+        if compressed and not decompressed:
+            want_hex = None
         stored = str(head.get("ChecksumSHA256") or "")
         etag = str(head.get("ETag", "")).strip('"')
         if want_hex:
@@ -957,7 +978,6 @@ class S3Storage:
         elif etag and "-" not in etag and not decompressed:
             ok = _file_digest(path, "md5") == etag
         else:
-            self._warn(f"cannot verify {job.label}: the object has no whole-file checksum")
             return False
         if not ok:
             raise RunctlError(f"verification failed for {job.label}: checksum mismatch",
@@ -975,6 +995,8 @@ class S3Storage:
                 {"action": j.op, "path": str(j.path), "key": f"s3://{bucket}/{j.key}",
                  "bytes": j.size} for j in jobs
             ]  # fmt: skip
+            return
+        if not jobs:
             return
         threshold = self.settings.multipart_threshold
         small = [j for j in jobs if j.size < threshold]
@@ -1009,10 +1031,14 @@ class S3Storage:
             summary.bytes += done.bytes
             summary.resumed_bytes += done.resumed_bytes
             summary.verified += int(done.verified)
+            if done.warning:
+                self._warner(summary)(done.warning)
             return
         exc = outcome
         if _is_fatal(exc):
-            mapped = map_error(exc, job.label, self.settings.endpoint_url)
+            if isinstance(exc, RunctlError):
+                raise exc
+            mapped = map_error(exc, job.label, self._endpoint_if_known())
             if mapped is None:
                 raise exc
             raise mapped from exc
@@ -1021,7 +1047,7 @@ class S3Storage:
         elif isinstance(exc, OSError):
             message = exc.strerror or str(exc)
         else:
-            mapped = map_error(exc, job.label, self.settings.endpoint_url)
+            mapped = map_error(exc, job.label, self._endpoint_if_known())
             message = mapped.message if mapped else str(exc)
         summary.failed.append(f"{job.label}: {message}")
 
@@ -1182,21 +1208,27 @@ class WatchPoll:
 
 
 _STEP_WORD_RE = re.compile(r"(step|epoch|iter|ckpt|checkpoint)[_-]?\d+", re.IGNORECASE)
-_MODEL_EXTS = (".onnx", ".gguf", ".ggml", ".h5", ".keras", ".tflite", ".pb", ".mlmodel",
-               ".engine", ".joblib", ".pkl", ".bin")  # fmt: skip
+_MODEL_EXTS = (".onnx", ".gguf", ".ggml", ".h5", ".keras", ".tflite", ".mlmodel", ".engine")
+_GENERIC_EXTS = (".bin", ".pkl", ".pb", ".joblib")  # models only when the name says so
 _MODEL_WORDS = ("model", "best", "final", "export")
 _LOG_EXTS = (".log", ".out", ".err")
 
 
 def classify(key: str) -> str:
-    """ "checkpoint", "model", "log" or "other", from the key's name and folders."""
+    """Sort a key into "checkpoint", "model", "log" or "other" by its name and folders.
+
+    Checkpoint files named best/final/model (without a step number) count as models, which
+    is also what keeps ``cleanup`` away from them.
+    """
     name = key.rsplit("/", 1)[-1].lower()
     if name.endswith(_LOG_EXTS) or "tfevents" in name or "/logs/" in f"/{key.lower()}":
         return "log"
+    named_model = any(word in name for word in _MODEL_WORDS)
     if name.endswith(CHECKPOINT_EXTS):
-        named_model = any(word in name for word in _MODEL_WORDS)
         return "model" if named_model and not _STEP_WORD_RE.search(name) else "checkpoint"
-    return "model" if name.endswith(_MODEL_EXTS) else "other"
+    if name.endswith(_MODEL_EXTS) or (name.endswith(_GENERIC_EXTS) and named_model):
+        return "model"
+    return "other"
 
 
 def order_checkpoints(objects: Iterable[ObjectInfo]) -> list[ObjectInfo]:

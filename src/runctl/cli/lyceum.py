@@ -1,0 +1,148 @@
+"""``runctl lyceum``: create, train, monitor, download, list, terminate and reap Lyceum VMs.
+
+Lyceum has no stop and no server-side TTL, so ``create --max-duration`` records a deadline and
+``reap`` deletes every runctl VM past it (run it from cron until the watchdog does).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from runctl.cli import cloud as common
+from runctl.cli.output import emit, json_option, progress, runtime, table
+from runctl.errors import NotSupportedError
+
+CLOUD = common.Cloud(name="lyceum", noun="VM", id_flag="--vm-id")
+
+
+@click.group()
+def lyceum() -> None:
+    """Lyceum Cloud GPU VMs over the Lyceum API (key: LYCEUM_API_KEY or lyceum.api_key)."""
+
+
+@lyceum.command(name="create")
+@click.option("--profile", help="Hardware profile: a100, b200, b300, h100, h200, l40s "
+              "(default: lyceum.default_profile; see `runctl lyceum offers`).")  # fmt: skip
+@click.option("--gpu-count", type=click.Choice(["1", "2", "4", "8"]), default="1",
+              show_default=True)  # fmt: skip
+@click.option("--spot", is_flag=True, help="Spot VM: cheaper, may be reclaimed without notice.")
+@click.option("--name", help="Name stem; the VM is named runctl-<stem>-<random>.")
+@click.option("--max-duration", metavar="DURATION",
+              help="Delete the VM after this long (e.g. 8h) when `runctl lyceum reap` runs "
+              "(default: lyceum.max_duration; none if empty).")  # fmt: skip
+@click.option("--wait/--no-wait", "wait_", default=True, show_default=True,
+              help="Wait until the VM takes SSH.")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long --wait waits (default: lyceum.wait_timeout_s).")  # fmt: skip
+@json_option
+def lyceum_create(profile: str | None, gpu_count: str, spot: bool, name: str | None,
+                  max_duration: str | None, wait_: bool,
+                  timeout: float | None) -> None:  # fmt: skip
+    """Create a VM with runctl's SSH key, and record it with its price and deadline."""
+    import dataclasses
+
+    from runctl.core.cloud import record_launch
+    from runctl.providers.lyceum.api import VmRequest
+    from runctl.providers.naming import new_name
+
+    rt = runtime()
+    cfg = rt.config
+    duration = max_duration if max_duration is not None else cfg.get("lyceum.max_duration")
+    expires_at = None
+    if duration:
+        seconds = common.parse_duration_s(duration)
+        expires_at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    request = VmRequest(
+        name=new_name(name, "vm"),
+        hardware_profile=(profile or cfg.get("lyceum.default_profile")).lower(),
+        public_key="",  # the provider fills in runctl's key
+        gpu_count=int(gpu_count),
+        instance_type="spot" if spot else "on-demand",
+    )
+    provider = CLOUD.provider(rt)
+    progress(f"creating {request.instance_type} VM {request.name} "
+             f"({request.hardware_profile} x{request.gpu_count}) ...")  # fmt: skip
+    instance = provider.create_instance(request)  # type: ignore[attr-defined]
+    if expires_at:
+        instance = dataclasses.replace(
+            instance, extra={**instance.extra, "expires_at": expires_at}
+        )
+    record_launch(rt, instance, spot=spot)
+    if wait_:
+        instance = common.wait_ready(rt, CLOUD, provider, instance.instance_id, timeout)
+    data = common.instance_json(rt, instance)
+    emit(data, lambda: common.show_instance(data))
+
+
+@lyceum.command(name="offers")
+@json_option
+def lyceum_offers() -> None:
+    """List hardware profiles with prices per GPU-hour and the GPU counts available now."""
+    rt = runtime()
+    offers = CLOUD.provider(rt).offers()  # type: ignore[attr-defined]
+    rows = [
+        {"profile": o.hardware_profile, "instance_type": o.instance_type, "hourly_usd_per_gpu": p,
+         "allowed_gpus": list(o.allowed_gpus), "available_gpus": list(o.available_gpus)}
+        for o, p in offers
+    ]  # fmt: skip
+
+    def text() -> None:
+        table(["profile", "type", "$/gpu-h", "available gpu counts"], [
+            (r["profile"], r["instance_type"],
+             "" if r["hourly_usd_per_gpu"] is None else f"{r['hourly_usd_per_gpu']:.2f}",
+             ",".join(map(str, r["available_gpus"])) or "none")
+            for r in rows
+        ])  # fmt: skip
+
+    emit(rows, text)
+
+
+@lyceum.command(name="stop")
+@CLOUD.id_option
+@json_option
+def lyceum_stop(instance_id: str) -> None:
+    """Explain why Lyceum VMs cannot be stopped (the API has no stop)."""
+    from runctl.providers.base import SupportsStop
+
+    provider = CLOUD.provider(runtime())
+    if not isinstance(provider, SupportsStop):
+        raise NotSupportedError(
+            f"cannot stop {instance_id}: {provider.unsupported['stop']}",
+            hint=f"to stop paying, terminate it: `runctl lyceum terminate --vm-id {instance_id}`",
+        )
+    provider.stop_instance(instance_id)
+    emit({"id": instance_id, "stopped": True}, f"stopped {instance_id}")
+
+
+@lyceum.command(name="reap")
+@click.option("--dry-run", is_flag=True, help="Only list the VMs past their deadline.")
+@json_option
+def lyceum_reap(dry_run: bool) -> None:
+    """Delete runctl VMs whose --max-duration deadline has passed."""
+    from runctl.core.cloud import overdue, record_gone
+
+    rt = runtime()
+    provider = CLOUD.provider(rt)
+    due = overdue(rt, provider.list_instances(), datetime.now(UTC))
+    for instance, expires_at in due:
+        if dry_run:
+            progress(f"would delete {instance.instance_id} ({instance.name}), due {expires_at}")
+            continue
+        provider.terminate_instance(instance.instance_id)  # type: ignore[attr-defined]
+        record_gone(rt, "lyceum", instance.instance_id)
+        rt.store.add_event("instance.reaped", f"lyceum:{instance.instance_id}",
+                           {"expires_at": expires_at})  # fmt: skip
+        progress(f"deleted {instance.instance_id} ({instance.name}), due {expires_at}")
+    data = [{"id": i.instance_id, "name": i.name, "expires_at": e, "deleted": not dry_run}
+            for i, e in due]  # fmt: skip
+    emit(data, None if due else "nothing overdue")
+
+
+lyceum.add_command(common.status_command(CLOUD))
+lyceum.add_command(common.list_command(CLOUD))
+lyceum.add_command(common.train_command(CLOUD))
+lyceum.add_command(common.monitor_command(CLOUD))
+lyceum.add_command(common.download_command(CLOUD))
+lyceum.add_command(common.terminate_command(CLOUD))

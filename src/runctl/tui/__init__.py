@@ -1,0 +1,1 @@
+"""The terminal dashboard (``runctl top``), built on textual; imported only by that command."""

@@ -1,0 +1,1 @@
+"""Fake cloud APIs served over loopback HTTP for tests."""
