@@ -98,3 +98,11 @@ def test_fast_help_imports_no_click() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stderr.strip() == "False"
+
+
+def test_failed_job_under_json_prints_one_document(cli: CLI, project: object) -> None:
+    done = cli("local", "--json", "hello.py", "--", "--exit-code", "3", cwd=project)  # type: ignore[arg-type]
+    assert done.returncode == 3
+    data = json.loads(done.stdout)  # exactly one JSON document on stdout
+    assert data["state"] == "failed" and data["exit_code"] == 3
+    assert "Error: job" in done.stderr

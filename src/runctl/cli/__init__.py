@@ -120,7 +120,9 @@ def _report(message: str, hint: str | None, code: int, want_json: bool) -> None:
     click.echo(f"Error: {first}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
-    if want_json:
+    output = sys.modules.get("runctl.cli.output")
+    if want_json and not getattr(output, "json_emitted", False):
+        # stdout carries exactly one JSON document: the command's own result, or this error.
         import json
 
         click.echo(json.dumps({"error": {"message": first, "hint": hint, "exit_code": code}}))

@@ -132,8 +132,10 @@ def _follow_to_end(job: Job, *, cancel_on_interrupt: bool) -> Job:
     from runctl.core import jobs as core
 
     rt = runtime()
+    # Under --json stdout carries only the final JSON document; the live log goes to stderr.
+    out = sys.stderr.buffer if is_json() else binary_stdout()
     try:
-        job, _ = core.follow(rt, job, binary_stdout(), progress)
+        job, _ = core.follow(rt, job, out, progress)
     except KeyboardInterrupt:
         if cancel_on_interrupt:
             progress(f"\ninterrupted: cancelling {job.job_id} ...")

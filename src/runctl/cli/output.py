@@ -65,10 +65,16 @@ def progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+#: set once a JSON document went to stdout, so a later error adds no second document
+json_emitted = False
+
+
 def emit(data: Any, text: Callable[[], None] | str | None = None) -> None:
     """Print ``data`` as JSON under --json, else run/print the human rendering."""
+    global json_emitted
     if is_json():
         click.echo(json.dumps(data, indent=2, default=str))
+        json_emitted = True
     elif callable(text):
         text()
     elif text is not None:
