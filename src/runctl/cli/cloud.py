@@ -201,7 +201,8 @@ def terminate_command(cloud: Cloud) -> click.Command:
     return cmd
 
 
-_RUN_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+# Same convention as `runctl run`: options anywhere before `--`, script arguments after it.
+_RUN_CONTEXT: dict[str, Any] = {}
 
 
 def train_command(cloud: Cloud) -> click.Command:
