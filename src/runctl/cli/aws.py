@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runctl.cli.aws_options import make_provider, region_option, transport_option
 from runctl.cli.output import emit, is_json, json_option, progress, runtime
 from runctl.errors import ConflictError, RunctlError, UsageError
 
@@ -47,26 +48,6 @@ class AliasGroup(click.Group):
             rows.append((name + (f" ({', '.join(extra)})" if extra else ""), help_text))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-
-def region_option(fn: Any) -> Any:
-    return click.option(
-        "--region", help="AWS region (default: the instance's recorded region, aws.region, "
-        "then the AWS chain)."
-    )(fn)  # fmt: skip
-
-
-def transport_option(fn: Any) -> Any:
-    return click.option(
-        "--transport", type=click.Choice(["auto", "ssh", "ssm"]),
-        help="How to reach the instance (default aws.transport: ssh if possible, else ssm).",
-    )(fn)  # fmt: skip
-
-
-def make_provider(region: str | None, transport: str | None = None) -> AWSProvider:
-    from runctl.providers.aws.provider import AWSProvider
-
-    return AWSProvider(runtime(), region=region, transport=transport, notify=progress)
 
 
 def _instance_json(instance: Instance, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from runctl.cli.aws import make_provider, region_option, transport_option
+from runctl.cli.aws_options import make_provider, region_option, transport_option
 from runctl.cli.output import emit, json_option, progress, runtime, table
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runctl.cli.aws import make_provider, region_option, transport_option
+from runctl.cli.aws_options import make_provider, region_option, transport_option
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
 from runctl.errors import ConflictError, NotFoundError, RunctlError, TransportError
 

@@ -56,6 +56,7 @@ from runctl.errors import (
     RunctlError,
     TransportError,
     UsageError,
+    aws_credentials_error,
 )
 from runctl.storage.checkpoints import CHECKPOINT_EXTS, step_of
 
@@ -220,14 +221,9 @@ def map_error(exc: BaseException, where: str = "", endpoint: str = "") -> Runctl
             status=status,
             body=message,
         )
-    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
-        return AuthError(
-            "no usable AWS credentials found",
-            hint="set AWS_PROFILE or aws.profile, export AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or run `aws configure`",
-        )
-    if isinstance(exc, bex.ProfileNotFound):
-        return ConfigError(str(exc), hint="check aws.profile and ~/.aws/config")
+    credentials = aws_credentials_error(exc)
+    if credentials is not None:
+        return credentials
     if isinstance(exc, bex.ConnectionError | bex.HTTPClientError):
         return TransportError(
             f"cannot reach S3 at {endpoint or 'the AWS endpoint'}: {exc}",

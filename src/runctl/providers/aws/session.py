@@ -29,6 +29,7 @@ from runctl.errors import (
     RunctlError,
     TransportError,
     UsageError,
+    aws_credentials_error,
 )
 
 _AUTH_CODES = {
@@ -187,16 +188,11 @@ def map_error(exc: BaseException, action: str) -> RunctlError | None:
             status=status,
             body=message,
         )
-    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
-        return AuthError(
-            "no usable AWS credentials found",
-            hint="set AWS_PROFILE or aws.profile, export AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or run `aws configure`",
-        )
+    credentials = aws_credentials_error(exc)
+    if credentials is not None:
+        return credentials
     if isinstance(exc, bex.NoRegionError):
         return ConfigError("no AWS region configured", hint="pass --region or set aws.region")
-    if isinstance(exc, bex.ProfileNotFound):
-        return ConfigError(str(exc), hint="check aws.profile and ~/.aws/config")
     if isinstance(exc, bex.EndpointConnectionError | bex.ConnectionError | bex.HTTPClientError):
         return TransportError(
             f"{action}: cannot reach AWS: {exc}",
