@@ -90,3 +90,22 @@ class CommandFailedError(RunctlError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+def aws_credentials_error(exc: BaseException) -> RunctlError | None:
+    """The error to show when botocore could not find or load credentials; else None.
+
+    Shared by every AWS-backed module (EC2, S3, SSM) so the advice is the same everywhere.
+    botocore is imported only when an exception needs classifying.
+    """
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return AuthError(
+            "no usable AWS credentials found",
+            hint="set AWS_PROFILE or aws.profile, export AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run `aws configure`",
+        )
+    if isinstance(exc, bex.ProfileNotFound):
+        return ConfigError(str(exc), hint="check aws.profile and ~/.aws/config")
+    return None
