@@ -150,3 +150,16 @@ def netns_host(sshd: object) -> Iterator[object]:
     host = start_netns_host(sshd, 7)  # type: ignore[arg-type]
     yield host
     host.stop()
+
+
+# ------------------------------------------------------------------------------ S3 stand
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One SeaweedFS (real S3 server) shared by every test that needs S3."""
+    from tests.stands.seaweed import acquire_shared, release_shared, seaweed_available
+
+    need(seaweed_available())
+    yield acquire_shared(tmp_path_factory.mktemp("seaweed"))
+    release_shared()

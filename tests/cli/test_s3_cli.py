@@ -424,3 +424,26 @@ def test_importing_s3_commands_loads_no_sdk() -> None:
         "bad = {'boto3', 'botocore', 'rich'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.integration
+def test_checkpoint_list_and_cleanup_on_an_s3_prefix(
+    run: Run, bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "ck"
+    src.mkdir()
+    for step in (3, 10, 20):
+        (src / f"ckpt_step_{step}.pt").write_bytes(b"w" * step)
+        (src / f"ckpt_step_{step}.json").write_text(json.dumps({"step": step}))
+    (src / "notes.txt").write_text("not a checkpoint")
+    _ok(run("s3", "upload", str(src), f"s3://{bucket}/run1/", "-r", "--json"))
+    listed = _ok(run("checkpoint", "list", f"s3://{bucket}/run1/", "--json"))
+    assert [r["path"].rsplit("/", 1)[-1] for r in listed] == [
+        "ckpt_step_3.pt", "ckpt_step_10.pt", "ckpt_step_20.pt"]  # fmt: skip
+    cleaned = _ok(run("checkpoint", "cleanup", f"s3://{bucket}/run1/", "--keep-last-n", "1",
+                      "--yes", "--json"))  # fmt: skip
+    assert [p.rsplit("/", 1)[-1] for p in cleaned["deleted"]] == [
+        "ckpt_step_3.pt", "ckpt_step_10.pt"]  # fmt: skip
+    keys = [o["key"] for o in _ok(run("s3", "list", f"s3://{bucket}/run1/", "-r",
+                                      "--json"))["objects"]]  # fmt: skip
+    assert sorted(keys) == ["run1/ckpt_step_20.json", "run1/ckpt_step_20.pt", "run1/notes.txt"]

@@ -1,7 +1,7 @@
 """``runctl checkpoint``: list, inspect, prune and resume from checkpoints.
 
-A LOCATION is a local directory, or ``job:JOB_ID`` for the checkpoint directory of a job on
-whatever host it ran.
+A LOCATION is a local directory, ``job:JOB_ID`` for the checkpoint directory of a job on
+whatever host it ran, or an ``s3://bucket/prefix``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
-from runctl.errors import NotFoundError, UsageError
+from runctl.errors import NotFoundError
 
 
 def _job_ref(location: str) -> str | None:
@@ -22,7 +22,7 @@ def _job_ref(location: str) -> str | None:
 
 def _rows(location: str) -> list[dict[str, Any]]:
     """Checkpoints at LOCATION, oldest first, as dicts (path, bytes, mtime, step, meta)."""
-    from runctl.storage.checkpoints import list_checkpoints, step_of
+    from runctl.storage.checkpoints import CHECKPOINT_EXTS, list_checkpoints, step_of
 
     ref = _job_ref(location)
     if ref is not None:
@@ -31,10 +31,21 @@ def _rows(location: str) -> list[dict[str, Any]]:
             row["step"] = step_of(Path(row["path"]).name)
         return rows
     if location.startswith("s3://"):
-        raise UsageError(
-            "S3 checkpoint prefixes are listed with `runctl s3 list` for now",
-            hint="use `runctl s3 cleanup s3://… --keep-last-n N` to prune them",
-        )
+        from runctl.cli.s3 import open_storage
+        from runctl.storage.s3 import order_checkpoints, parse_uri
+
+        uri = parse_uri(location)
+        storage = open_storage()
+        with storage.errors(location):
+            found = order_checkpoints(
+                o for o in storage.iter_objects(uri.bucket, uri.prefix)
+                if o.key.endswith(CHECKPOINT_EXTS)
+            )  # fmt: skip
+        return [
+            {"path": f"s3://{uri.bucket}/{o.key}", "bytes": o.size, "mtime": o.last_modified,
+             "step": step_of(o.key.rsplit("/", 1)[-1])}
+            for o in found
+        ]  # fmt: skip
     directory = Path(location)
     if not directory.is_dir():
         raise NotFoundError(f"no such directory: {location}", hint="give a checkpoint directory")
@@ -70,7 +81,7 @@ def checkpoint() -> None:
 @click.argument("location")
 @json_option
 def checkpoint_list(location: str) -> None:
-    """List checkpoints at LOCATION (a directory or job:JOB_ID), newest last."""
+    """List checkpoints at LOCATION (a directory, job:JOB_ID or s3://…), newest last."""
     rows = _rows(location)
 
     def text() -> None:
@@ -165,6 +176,18 @@ def checkpoint_cleanup(location: str, keep_last_n: int | None, dry_run: bool, ye
     if ref is not None:
         result = _agent_checkpoints(ref, keep=keep)
         deleted = [r["path"] for r in result if r.get("deleted")]
+    elif location.startswith("s3://"):
+        from runctl.cli.s3 import open_storage
+        from runctl.storage.s3 import parse_uri
+
+        bucket = parse_uri(location).bucket
+        prefix = f"s3://{bucket}/"
+        keys = [r["path"].removeprefix(prefix) for r in doomed]
+        keys += [k.rsplit(".", 1)[0] + ".json" for k in keys]  # sidecars, if any
+        storage = open_storage()
+        with storage.errors(location):
+            removed, _missing = storage.delete_keys(bucket, keys)
+        deleted = [prefix + k for k in removed if not k.endswith(".json")]
     else:
         _, old = to_keep_and_delete(list_checkpoints(Path(location)), keep)
         deleted = []
