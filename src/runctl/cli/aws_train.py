@@ -66,22 +66,15 @@ def s3_commands(
     host_cli: str, data_s3: str | None, output_s3: str | None, endpoint: str, region: str
 ) -> tuple[list[list[str]], list[list[str]]]:
     """Agent pre/post steps: sync DATA into $RUNCTL_DATA_DIR, $RUNCTL_OUTPUT_DIR to OUTPUT."""
+    from runctl.core.hoststeps import cli_flags, s3_sync_down, s3_sync_up
     from runctl.storage.s3 import parse_uri
 
-    flags = ["--region", region] + (["--endpoint-url", endpoint] if endpoint else [])
-    pre: list[list[str]] = []
-    post: list[list[str]] = []
-    # sh -c with positional parameters: the URIs and flags arrive literally, never re-parsed.
+    flags = cli_flags(region, endpoint)
+    pre, post = [], []
     if data_s3:
-        uri = str(parse_uri(data_s3))
-        pre.append(["sh", "-c",
-                    'mkdir -p "$RUNCTL_DATA_DIR" && exec "$0" s3 sync --no-progress "$@"'
-                    ' "$RUNCTL_DATA_DIR"', host_cli, *flags, uri])  # fmt: skip
+        pre.append(s3_sync_down(host_cli, str(parse_uri(data_s3)), "RUNCTL_DATA_DIR", flags))
     if output_s3:
-        uri = str(parse_uri(output_s3))
-        post.append(["sh", "-c",
-                     'u=$1; shift; exec "$0" s3 sync --no-progress "$@" "$RUNCTL_OUTPUT_DIR" "$u"',
-                     host_cli, uri, *flags])  # fmt: skip
+        post.append(s3_sync_up(host_cli, str(parse_uri(output_s3)), "RUNCTL_OUTPUT_DIR", flags))
     return pre, post
 
 
