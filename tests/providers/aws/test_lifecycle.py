@@ -50,7 +50,7 @@ def test_create_cpu_type_uses_al2023_root_device_and_tags(
     groups = moto_aws.client("ec2").describe_security_groups(
         Filters=[{"Name": "group-name", "Values": ["runctl-ssh"]}])["SecurityGroups"]  # fmt: skip
     assert [g["GroupId"] for g in raw["SecurityGroups"]] == [groups[0]["GroupId"]]
-    key = runctl_home / "keys" / "aws_ed25519"
+    key = runctl_home / "keys" / "runctl_ed25519"
     assert key.stat().st_mode & 0o777 == 0o600
     # Recorded with its launch price, for costs.
     db = sqlite3.connect(runctl_home / "state.db")

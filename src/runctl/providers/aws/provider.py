@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runctl.errors import ConfigError, NotFoundError, TransportError, UsageError
+from runctl.errors import NotFoundError, TransportError, UsageError
 from runctl.models import Instance, SSHTarget
 from runctl.providers.aws import ec2
 from runctl.providers.aws.session import AwsSession, aws_errors, make_session, resolve_region
@@ -168,29 +167,17 @@ class AWSProvider(Provider, SupportsStop):
                 path = Path(os.path.expanduser(candidate))
                 if path.is_file():
                     return path
-        return self.runtime.home / "keys" / "aws_ed25519"
+        from runctl.providers.sshkeys import private_key_path
+
+        return private_key_path(self.runtime.home, "")
 
     def ensure_local_key(self) -> Path:
-        """The private key runctl imports as a key pair; generated (0600) on first use."""
-        key = self.identity_file()
-        if key.is_file() and key.with_name(key.name + ".pub").is_file():
-            return key
-        if self.runtime.config.get("aws.ssh_key_file"):
-            raise ConfigError(
-                f"aws.ssh_key_file {key} (or its .pub) does not exist",
-                hint="point aws.ssh_key_file at a private key with KEY.pub beside it",
-            )
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        done = subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runctl", "-f", str(key)],
-            stdin=subprocess.DEVNULL, capture_output=True, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise ConfigError(
-                f"cannot create an SSH key at {key}: {done.stderr.decode().strip()}",
-                hint="install openssh-client (ssh-keygen) or set aws.ssh_key_file",
-            )
-        os.chmod(key, 0o600)
+        """The private key runctl imports as a key pair (runctl's own, made 0600 on first use)."""
+        from runctl.providers.sshkeys import ensure_keypair
+
+        key, _public = ensure_keypair(
+            self.runtime.home, self.runtime.config.get("aws.ssh_key_file")
+        )
         return key
 
     # --------------------------------------------------------------- transport
