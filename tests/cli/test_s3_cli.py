@@ -332,9 +332,9 @@ def test_transfer_continues_an_interrupted_upload(
 @pytest.mark.parametrize(
     ("src", "dst", "message"),
     [
-        ("gpu1:/data", "s3://bucket-x/d/", "transfers to hosts are not available yet"),
-        ("s3://bucket-x/d/", "ssh:gpu1:/data", "transfers to hosts are not available yet"),
-        ("job:abc123:/out", "./here", "transfers to hosts are not available yet"),
+        ("gpu1:/data", "ssh:gpu2:/data", "copying directly between two hosts"),
+        ("job:abc123:out", "gpu1:/data", "copying directly between two hosts"),
+        ("gpu1:", "./here", "missing path in host location"),
         ("./a", "./b", "one local path and one s3:// location"),
         ("s3://bucket-x/a", "s3://bucket-x/b", "one local path and one s3:// location"),
     ],
@@ -447,3 +447,7 @@ def test_checkpoint_list_and_cleanup_on_an_s3_prefix(
     keys = [o["key"] for o in _ok(run("s3", "list", f"s3://{bucket}/run1/", "-r",
                                       "--json"))["objects"]]  # fmt: skip
     assert sorted(keys) == ["run1/ckpt_step_20.json", "run1/ckpt_step_20.pt", "run1/notes.txt"]
+    info = _ok(run("checkpoint", "info", f"s3://{bucket}/run1/ckpt_step_20.pt", "--json"))
+    assert info["step"] == 20 and info["source"] == "sidecar" and info["bytes"] == 20
+    missing = run("checkpoint", "info", f"s3://{bucket}/run1/nope.pt")
+    assert missing.returncode == 5

@@ -99,14 +99,16 @@ def checkpoint_list(location: str) -> None:
 @click.argument("path")
 @json_option
 def checkpoint_info(path: str) -> None:
-    """Show epoch/step/loss of a checkpoint (PATH, or job:JOB_ID[:NAME] for the latest/NAME).
+    """Show epoch/step/loss of a checkpoint: PATH, s3://…, or job:JOB_ID[:NAME] (latest/NAME).
 
     Read from a sidecar JSON when there is one, else with torch (weights_only) when installed.
     """
     from runctl.storage.checkpoints import inspect_checkpoint
 
     ref = _job_ref(path)
-    if ref is None:
+    if path.startswith("s3://"):
+        info = _s3_info(path)
+    elif ref is None:
         local = Path(path)
         if not local.is_file():
             raise NotFoundError(f"no such checkpoint file: {path}")
@@ -140,6 +142,33 @@ def checkpoint_info(path: str) -> None:
                 click.echo(f"{key:>14}: {value}")
 
     emit(info, text)
+
+
+def _s3_info(uri_text: str) -> dict[str, Any]:
+    """Inspect an S3 checkpoint: its sidecar JSON if present, else the object itself."""
+    from runctl.cli.s3 import open_storage
+    from runctl.storage.checkpoints import inspect_checkpoint
+    from runctl.storage.s3 import TransferOptions, parse_uri
+
+    uri = parse_uri(uri_text)
+    storage = open_storage()
+    head = storage.head(uri)
+    if head is None:
+        raise NotFoundError(f"no such object: {uri_text}", hint="see `runctl checkpoint list`")
+    sidecar = parse_uri(uri_text.rsplit(".", 1)[0] + ".json")
+    opts = TransferOptions(verify=False, resume=False, compress=False, skip_unchanged=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        name = uri.key.rsplit("/", 1)[-1]
+        if storage.head(sidecar) is not None:
+            storage.download(sidecar, Path(tmp) / (name.rsplit(".", 1)[0] + ".json"), opts,
+                             recursive=False)  # fmt: skip
+            (Path(tmp) / name).write_bytes(b"")  # only the sidecar is needed
+        else:
+            progress(f"downloading {name} to inspect it")
+            storage.download(uri, Path(tmp) / name, opts, recursive=False)
+        info = inspect_checkpoint(Path(tmp) / name)
+    info.update(path=uri_text, bytes=head.get("ContentLength", info.get("bytes")))
+    return info
 
 
 @checkpoint.command(name="cleanup")
