@@ -12,7 +12,9 @@ A job lives in ``<base>/jobs/<job_id>/``:
 
 Sub-commands (each prints JSON on stdout unless it streams a log):
 
-    start   --base B [--expect-manifest D --code-dir C] [--exclusive]   (spec JSON on stdin)
+    start   --base B [--expect-manifest D --code-dir C] [--exclusive] [--no-launch]
+            (spec JSON on stdin; --no-launch only prepares the job dir for a batch scheduler)
+    supervise --job-dir J                          run a prepared job in the foreground
     status  --base B [JOB_ID ...]
     tail    --job-dir J --offset N [--follow]      raw log bytes; final state on stderr
     wait    --job-dir J [--timeout S]
@@ -21,6 +23,7 @@ Sub-commands (each prints JSON on stdout unless it streams a log):
     prepare-sync --base B --code-dir C             pick the code version to sync into
     apply-manifest --code-dir C                    delete removed files, record the manifest
     checkpoints --dir D [--keep N [--dry-run]]     list (and prune) checkpoints
+    hash --path P                                  sha256 of a file or of every file under P
 
 Exit codes of ``start``: 0 started, 10 code dir does not match the expected manifest (the CLI
 re-syncs and retries), 11 another job of the project is running (--exclusive), 12 bad spec.
@@ -36,9 +39,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 HEARTBEAT_S = 5.0
 FINAL = ("succeeded", "failed", "cancelled", "preempted")
@@ -174,6 +179,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     _write_json(paths["job.json"], spec)
     _write_json(paths["state.json"], {"state": "starting", "created_at": _now()})
     open(paths["log"], "ab").close()
+    if args.no_launch:
+        # A batch scheduler (Slurm) runs `supervise` later; the job waits in its queue.
+        _write_json(paths["state.json"], {"state": "pending", "created_at": _now()})
+        answer = {"job_dir": job_dir, "agent_pid": None, "workdir": spec["workdir"]}
+        answer.update(agent=os.path.abspath(__file__), python=sys.executable)
+        print(json.dumps(answer))
+        return 0
 
     read_fd, write_fd = os.pipe()
     first = os.fork()
@@ -225,6 +237,7 @@ class Supervisor:
         self.cancel_at: float | None = None
         self.killed = False
         self.log_fd = os.open(self.paths["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.node_env: dict = {}
 
     def note(self, text: str) -> None:
         os.write(self.log_fd, (f"[runctl] {text}\n").encode())
@@ -247,7 +260,9 @@ class Supervisor:
         with open(self.paths["heartbeat"], "w") as fh:
             fh.write(_now())
 
-    def run_step(self, argv: list, env: dict, cwd: str) -> int:
+    def run_step(
+        self, argv: list, env: dict, cwd: str, periodic: Callable[[float], None] | None = None
+    ) -> int:
         """Run one process in its own group, logging to the job log; return its exit code."""
         self.child = subprocess.Popen(
             argv,
@@ -271,6 +286,8 @@ class Supervisor:
             if now - last_beat >= HEARTBEAT_S:
                 self.heartbeat()
                 last_beat = now
+            if periodic is not None:
+                periodic(now)
             if self.cancel_at is not None and now >= self.cancel_at and not self.killed:
                 _killpg(self.child.pid, signal.SIGKILL)
                 self.killed = True
@@ -301,6 +318,9 @@ class Supervisor:
         workdir = spec.get("workdir") or os.getcwd()
         env = dict(os.environ)
         env.update(spec.get("env") or {})
+        env.update(self.node_env)
+        # Known before the setup steps: the checkpoint restore syncs into it.
+        env["RUNCTL_CHECKPOINT_DIR"] = spec.get("checkpoint_dir", "")
         python = sys.executable or "python3"
         rc = 0
         self.set_state(state="setup", agent_pid=os.getpid(), started_at=_now())
@@ -310,6 +330,16 @@ class Supervisor:
             and os.path.isfile(os.path.join(workdir, "requirements.txt"))
         ):
             python, rc = self.install_requirements(workdir, env)
+        store = spec.get("checkpoint_store") or {}
+        # Restore the store's checkpoints first, so the latest one is found below.
+        restore = [store["down"]] if store.get("down") else []
+        if (
+            rc == 0
+            and self.cancel_at is None
+            and restore
+            and self.run_steps(restore, "checkpoint restore", env, workdir)
+        ):
+            self.note("checkpoint restore failed; starting without it")
         if rc == 0 and self.cancel_at is None:
             resume = spec.get("resume_from")
             if not resume and spec.get("resume", True) and spec.get("checkpoint_dir"):
@@ -330,20 +360,32 @@ class Supervisor:
                 }
             )
             argv = build_argv(spec, workdir, python)
+            if spec.get("docker"):  # run inside a container (runctl run --docker-image)
+                argv = docker_argv(spec, workdir, env, resume, self.node_env)
             self.set_state(state="running", resume_from=resume, command=argv)
             rc = self.run_steps(spec.get("pre_commands") or [], "pre", env, workdir)
             if rc == 0 and self.cancel_at is None:
+                uploader = CheckpointUploader(self, store, env, workdir)
                 try:
-                    rc = self.run_step(argv, env, workdir)
+                    rc = self.run_step(argv, env, workdir, periodic=uploader.tick)
                 except OSError as exc:
                     self.note(f"cannot start {argv[0]}: {exc.strerror}")
                     rc = 127 if isinstance(exc, FileNotFoundError) else 126
+                if spec.get("docker"):
+                    remove_container(spec, env)  # after a SIGKILLed `docker run` it still runs
+                # On exit too (also after a cancel or preemption: the job's last checkpoint).
+                if uploader.finish() != 0 and rc == 0:
+                    rc = 1
                 if self.cancel_at is None:
                     # Post steps (e.g. uploading outputs) run whatever the exit code; their
                     # failure fails a job that had succeeded.
                     post = self.run_steps(spec.get("post_commands") or [], "post", env, workdir)
                     rc = rc or post
         final = "cancelled" if self.cancel_at is not None else "succeeded" if rc == 0 else "failed"
+        # SIGTERM without `runctl cancel` (no cancel.json): Slurm preempted or requeued us.
+        requested = os.path.exists(os.path.join(self.job_dir, "cancel.json"))
+        if final == "cancelled" and self.spec.get("launcher") == "slurm" and not requested:
+            final = "preempted"
         with open(self.paths["exit_code"], "w") as fh:
             fh.write(str(rc))
         self.set_state(state=final, exit_code=rc, ended_at=_now())
@@ -393,6 +435,41 @@ class Supervisor:
         return vpython, rc
 
 
+class CheckpointUploader:
+    """Copies the checkpoint dir to the job's checkpoint store every ``interval_s`` (never two
+    copies at once) while the job runs, and once more when it ends."""
+
+    def __init__(self, supervisor: Supervisor, store: dict, env: dict, cwd: str) -> None:
+        self.supervisor = supervisor
+        self.argv = [str(a) for a in store.get("up") or []]
+        self.interval = float(store.get("interval_s") or 0)
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self.next_at = time.time() + self.interval
+
+    def tick(self, now: float) -> None:
+        if not self.argv or self.interval <= 0 or now < self.next_at:
+            return
+        if self.proc is not None and self.proc.poll() is None:
+            return  # the previous copy is still running
+        self.next_at = now + self.interval
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self.supervisor.log_fd, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def finish(self) -> int:
+        if not self.argv:
+            return 0
+        if self.proc is not None:
+            self.proc.wait()
+        rc = self.supervisor.run_steps([self.argv], "checkpoint upload", self.env, self.cwd)
+        if rc == 0:
+            self.supervisor.set_state(checkpoints_uploaded_at=_now())
+        return rc
+
+
 def has_inline_metadata(path: str) -> bool:
     """True when a script carries a PEP 723 ``# /// script`` block."""
     try:
@@ -423,8 +500,80 @@ def build_argv(spec: dict, workdir: str, python: str) -> list:
     return [os.path.abspath(path)] + argv[1:]
 
 
-def supervise(job_dir: str) -> int:
-    supervisor = Supervisor(job_dir)
+def container_name(spec: dict) -> str:
+    return "runctl-" + re.sub(r"[^A-Za-z0-9_.-]", "-", spec["job_id"])
+
+
+def host_has_gpus() -> bool:
+    """True when nvidia-smi lists at least one GPU on this host."""
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and b"GPU" in done.stdout
+
+
+def docker_argv(
+    spec: dict, workdir: str, env: dict, resume: str | None, node_env: dict | None = None
+) -> list:
+    """`docker run` for the job: project at /workspace, job dirs mounted at their host paths.
+
+    Environment values travel as ``-e NAME`` (docker reads them from its own environment),
+    so they never show on a command line. ``--init`` makes SIGTERM from the sig-proxy reach
+    the script, so a cancel behaves as for a bare job; the exit code is the container's.
+    """
+    opts = spec["docker"]
+    argv = ["docker", "run", "--rm", "--init", "--name", container_name(spec)]
+    if opts.get("network"):
+        argv += ["--network", str(opts["network"])]
+    gpus = opts.get("gpus", "auto")
+    if gpus == "all" or (gpus == "auto" and host_has_gpus()):
+        argv += ["--gpus", "all"]
+    if os.getuid() != 0:  # files in the mounted dirs belong to the job's user, not root
+        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
+    argv += ["-v", workdir + ":/workspace", "-w", "/workspace"]
+    mounts = [spec.get("checkpoint_dir"), spec.get("output_dir"), env.get("RUNCTL_DATA_DIR")]
+    if resume:  # a --resume-from outside the checkpoint dir
+        mounts.append(os.path.dirname(os.path.abspath(resume)))
+    seen = set()
+    for path in mounts:
+        if path and os.path.isdir(path) and path not in seen:
+            seen.add(path)
+            argv += ["-v", f"{path}:{path}"]
+    job_vars = {k for k in env if k.startswith("RUNCTL_") and k != "RUNCTL_HOME"}
+    names = sorted(set(spec.get("env") or {}) | set(node_env or {}) | job_vars)
+    for name in names + ["PYTHONUNBUFFERED"]:
+        argv += ["-e", name]
+    argv += [str(a) for a in opts.get("args") or []]
+    argv.append(str(opts["image"]))
+    command = [str(a) for a in spec["argv"]]
+    if spec.get("kind") == "script":
+        script = command[0]
+        if script.endswith(".py"):
+            command = [str(opts.get("python") or "python3")] + command
+        elif script.endswith(".sh") and not os.access(os.path.join(workdir, script), os.X_OK):
+            command = ["bash"] + command
+        else:
+            command = ["./" + script] + command[1:]
+    return argv + command
+
+
+def remove_container(spec: dict, env: dict) -> None:
+    """Force-remove the job's container (a no-op when `docker run --rm` already did)."""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            ["docker", "rm", "-f", container_name(spec)],
+            env=env,  # the job's DOCKER_HOST, if it set one
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def supervise(job_dir: str, supervisor: Supervisor | None = None) -> int:
+    supervisor = supervisor or Supervisor(job_dir)
     try:
         return supervisor.run()
     except Exception as exc:  # noqa: BLE001 - a bug must end as a failed job, not "lost"
@@ -461,9 +610,14 @@ def _job_status(job_dir: str) -> dict:
         status["heartbeat_age_s"] = round(time.time() - os.path.getmtime(paths["heartbeat"]), 1)
     except OSError:
         status["heartbeat_age_s"] = None
+    slurm = _read_json(os.path.join(job_dir, "slurm.json"))
+    if slurm.get("slurm_job_id"):
+        return _slurm_status(job_dir, status, slurm)
     if status.get("state") not in FINAL:
         agent_pid = status.get("agent_pid")
-        if status.get("state") == "starting":
+        if status.get("state") == "pending":
+            pass  # prepared for a batch scheduler that has not been told yet (no slurm.json)
+        elif status.get("state") == "starting":
             # Between fork and the agent's first write; give it a moment before calling it lost.
             created = os.path.getmtime(paths["state.json"])
             if time.time() - created > 30:
@@ -475,6 +629,172 @@ def _job_status(job_dir: str) -> dict:
                 return _job_status(job_dir)
             status["state"] = "lost"
     return status
+
+
+# ---------------------------------------------------------------- slurm
+
+# Slurm's job states -> runctl's, used while the agent is not (or no longer) running the job.
+SLURM_STATES = {
+    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUED": "pending",
+    "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending", "RESIZING": "pending",
+    "SUSPENDED": "pending", "RUNNING": "running", "COMPLETING": "running",
+    "STAGE_OUT": "running", "SIGNALING": "running", "COMPLETED": "succeeded",
+    "CANCELLED": "cancelled", "PREEMPTED": "preempted", "TIMEOUT": "failed",
+    "NODE_FAIL": "failed", "FAILED": "failed", "BOOT_FAIL": "failed", "DEADLINE": "failed",
+    "OUT_OF_MEMORY": "failed", "SPECIAL_EXIT": "failed", "REVOKED": "failed",
+}  # fmt: skip
+
+
+def _slurm_cmd(argv: list, conf: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SLURM_CONF=conf) if conf else None  # slurm.conf_file, if set
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(argv, 127, "", str(exc))
+
+
+def _scontrol_job(slurm_id: str, conf: str | None) -> dict:
+    """``scontrol show job -o ID`` as a dict; {} once Slurm has forgotten the job."""
+    done = _slurm_cmd(["scontrol", "show", "job", "-o", slurm_id], conf)
+    fields = {}
+    if done.returncode == 0:
+        for word in done.stdout.split():
+            key, sep, value = word.partition("=")
+            if sep and key not in fields:
+                fields[key] = value
+    return fields
+
+
+def _slurm_status(job_dir: str, status: dict, slurm: dict) -> dict:
+    """Merge the agent's view with Slurm's for a job submitted with sbatch.
+
+    The agent's own files win while it runs or once it recorded an end; Slurm's state covers
+    the rest: queued (pending), requeued after a preemption, or killed without a word
+    (TIMEOUT, NODE_FAIL, scancel of a queued job).
+    """
+    state = status.get("state")
+    slurm_id = str(slurm["slurm_job_id"])
+    status["slurm_job_id"] = slurm_id
+    rate = _read_json(_job_paths(job_dir)["job.json"]).get("hourly_usd")
+    if rate is not None:
+        status["hourly_usd"] = rate  # slurm.hourly_usd_per_node x nodes
+    if state in ("succeeded", "failed", "cancelled"):
+        return _other_ranks(job_dir, status, slurm)
+    beat = status.get("heartbeat_age_s")
+    if state in ("setup", "running") and beat is not None and beat < 3 * HEARTBEAT_S:
+        return status
+    info = _scontrol_job(slurm_id, slurm.get("slurm_conf"))
+    raw = info.get("JobState", "")
+    mapped = SLURM_STATES.get(raw)
+    if raw:
+        restarts = int(info.get("Restarts") or 0)
+        status.update(slurm_state=raw, slurm_reason=info.get("Reason"),
+                      nodes=info.get("NodeList"), restarts=restarts)  # fmt: skip
+    if mapped == "pending" or (mapped == "running" and state in ("pending", "preempted")):
+        status["state"] = "pending"  # queued, or requeued and about to run again
+    elif mapped == "running":
+        pass  # the agent runs; its heartbeat is late but Slurm vouches for it
+    elif mapped is not None:
+        # Slurm ended the job but the agent recorded no end: it was killed (or never ran).
+        again = _read_json(_job_paths(job_dir)["state.json"])
+        if again.get("state") in FINAL:
+            return _job_status(job_dir)
+        if state == "preempted" or mapped != "succeeded":
+            status["state"] = state if state == "preempted" else mapped
+        else:
+            status["state"] = "lost"
+    elif state != "preempted":
+        status["state"] = "lost"  # Slurm no longer knows the job and the agent is silent
+    return status
+
+
+def _other_ranks(job_dir: str, status: dict, slurm: dict) -> dict:
+    """A multi-node job ends when every rank has; it fails if any rank failed."""
+    nodes = int((slurm.get("options") or {}).get("nodes") or 1)
+    for rank in range(1, nodes):
+        other = _read_json(os.path.join(job_dir, "nodes", str(rank), "state.json"))
+        if other.get("state") not in FINAL:
+            info = _scontrol_job(str(slurm["slurm_job_id"]), slurm.get("slurm_conf"))
+            if SLURM_STATES.get(info.get("JobState", "")) in ("pending", "running"):
+                return dict(status, state="running", waiting_for_rank=rank)
+        elif other["state"] != "succeeded" and status.get("state") == "succeeded":
+            status = dict(status, state=other["state"], exit_code=other.get("exit_code"))
+            status["failed_rank"] = rank
+    return status
+
+
+def _slurm_cancel(job_dir: str, slurm: dict, status: dict, grace: float) -> dict:
+    """scancel: a running agent gets SIGTERM (it forwards it and records "cancelled")."""
+    slurm_id, conf = str(slurm["slurm_job_id"]), slurm.get("slurm_conf")
+    if status.get("state") in ("setup", "running"):
+        _slurm_cmd(["scancel", "--signal=TERM", "--full", slurm_id], conf)
+        deadline = time.time() + grace + 15
+        while time.time() < deadline and _job_status(job_dir)["state"] not in FINAL:
+            time.sleep(0.2)
+    _slurm_cmd(["scancel", slurm_id], conf)  # the queued job, or one that ignored the signal
+    path = _job_paths(job_dir)["state.json"]
+    state = _read_json(path)
+    if state.get("state") not in FINAL or state.get("state") == "preempted":
+        state.update(state="cancelled", exit_code=state.get("exit_code") or 143, ended_at=_now())
+        _write_json(path, state)
+    return _job_status(job_dir)
+
+
+def _node_env() -> dict:
+    """Rank, node list and rendezvous for a multi-node job, from Slurm's environment."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return {}
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
+    rank = int(os.environ.get("SLURM_NODEID") or 0)
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or ""
+    done = _slurm_cmd(["scontrol", "show", "hostnames", nodelist])
+    hosts = done.stdout.split() if done.returncode == 0 else []
+    addrs = {}  # NodeName -> NodeAddr: what Slurm itself uses to reach the node
+    shown = _slurm_cmd(["scontrol", "show", "node", "-o", nodelist])
+    for line in shown.stdout.splitlines() if shown.returncode == 0 else []:
+        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+        addrs[fields.get("NodeName")] = fields.get("NodeAddr")
+    ips = []
+    for host in hosts or [socket.gethostname()]:
+        addr = addrs.get(host) or host
+        try:
+            ips.append(socket.gethostbyname(addr))
+        except OSError:
+            ips.append(addr)
+    port = 20000 + int(re.sub(r"\D", "", job_id) or 0) % 20000
+    return {
+        "RUNCTL_NODE_RANK": str(rank), "RUNCTL_NUM_NODES": str(nodes),
+        "RUNCTL_NODE_IPS": ",".join(ips), "MASTER_ADDR": ips[0], "MASTER_PORT": str(port),
+        "NODE_RANK": str(rank), "NNODES": str(nodes), "RANK": str(rank),
+        "WORLD_SIZE": str(nodes),
+    }  # fmt: skip
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """Run a job prepared by ``start --no-launch`` in the foreground (a Slurm batch step).
+
+    Rank 0 uses the job dir itself; other nodes get ``nodes/<rank>/`` with their own log and
+    state. A requeued job runs this again: the log is appended to, and RUNCTL_RESUME_FROM
+    points at the newest checkpoint the earlier run left.
+    """
+    job_dir = os.path.abspath(os.path.expanduser(args.job_dir))
+    node_env = _node_env()
+    rank = int(node_env.get("RUNCTL_NODE_RANK", "0"))
+    if rank > 0:
+        node_dir = os.path.join(job_dir, "nodes", str(rank))
+        os.makedirs(node_dir, exist_ok=True)
+        shutil.copy(os.path.join(job_dir, "job.json"), os.path.join(node_dir, "job.json"))
+        job_dir = node_dir
+    with contextlib.suppress(OSError):
+        os.unlink(_job_paths(job_dir)["exit_code"])
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    supervisor = Supervisor(job_dir)
+    supervisor.node_env = node_env
+    if restarts:
+        supervisor.note(f"restart {restarts}: requeued by Slurm, running again")
+    supervisor.set_state(restarts=restarts, node=socket.gethostname(), rank=rank)
+    return supervise(job_dir, supervisor)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -577,6 +897,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     grace = args.grace
     agent_pid = status.get("agent_pid")
     _write_json(os.path.join(job_dir, "cancel.json"), {"grace_s": grace, "at": _now()})
+    slurm = _read_json(os.path.join(job_dir, "slurm.json"))
+    if slurm.get("slurm_job_id"):
+        print(json.dumps(_slurm_cancel(job_dir, slurm, status, grace)))
+        return 0
     if status["state"] != "lost" and agent_pid and _alive(agent_pid):
         os.kill(int(agent_pid), signal.SIGTERM)  # the agent forwards it and escalates after grace
         deadline = time.time() + grace + 10
@@ -735,6 +1059,30 @@ def link_tree(src: str, dst: str, skip_meta: bool = True) -> int:
     return count
 
 
+def cmd_hash(args: argparse.Namespace) -> int:
+    """sha256 of a file, or of every file under a directory (keys relative to it)."""
+    root = os.path.expanduser(args.path)
+    files = {}
+    if os.path.isfile(root):
+        targets = [("", root)]
+    else:
+        targets = []
+        for top, _dirs, names in os.walk(root):
+            for name in names:
+                full = os.path.join(top, name)
+                targets.append((os.path.relpath(full, root), full))
+    for rel, full in targets:
+        digest = hashlib.sha256()
+        with open(full, "rb") as fh:
+            block = fh.read(1 << 20)
+            while block:
+                digest.update(block)
+                block = fh.read(1 << 20)
+        files[rel] = digest.hexdigest()
+    print(json.dumps(files))
+    return 0
+
+
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     """List checkpoints oldest first; with --keep N (and not --dry-run) delete all but N."""
     directory = os.path.expanduser(args.dir)
@@ -767,6 +1115,9 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--expect-manifest", default="")
     p.add_argument("--code-dir", default="")
     p.add_argument("--exclusive", action="store_true")
+    p.add_argument("--no-launch", action="store_true")
+    p = sub.add_parser("supervise")
+    p.add_argument("--job-dir", required=True)
     p = sub.add_parser("status")
     p.add_argument("--base", required=True)
     p.add_argument("job_ids", nargs="*")
@@ -789,6 +1140,8 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--code-dir", required=True)
     p = sub.add_parser("apply-manifest")
     p.add_argument("--code-dir", required=True)
+    p = sub.add_parser("hash")
+    p.add_argument("--path", required=True)
     p = sub.add_parser("checkpoints")
     p.add_argument("--dir", required=True)
     p.add_argument("--keep", type=int, default=None)

@@ -1,7 +1,8 @@
-"""``runctl transfer SRC DST``: copy between this machine and S3, in either direction.
+"""``runctl transfer SRC DST``: copy between this machine, S3, SSH hosts and job directories.
 
-Locations are parsed into a ``Location`` (local, s3, host or job) so that host and job
-transfers can be added here later; for now those kinds are refused with a clear message.
+Locations are parsed into a ``Location`` (local, s3, host or job). Local ↔ S3 uses the S3
+transfer code; anything involving a host or a job goes through runctl.core.transfer (S3 ↔ host
+is staged through a temporary directory here).
 """
 
 from __future__ import annotations
@@ -69,24 +70,24 @@ def parse_location(text: str) -> Location:
 @json_option
 def transfer(source: str, destination: str, verify: bool, resume: bool, compress: bool,
              parallel: int | None) -> None:  # fmt: skip
-    """Copy SOURCE to DESTINATION: a file or directory to s3://..., or back.
+    """Copy SOURCE to DESTINATION: local paths, s3://..., HOST:path or job:ID:path.
 
     \b
     Examples:
       runctl transfer ./data s3://bucket/datasets/mnist/
       runctl transfer s3://bucket/runs/7/model.pt ./model.pt --compress
+      runctl transfer ./data gpu1:datasets/mnist/
+      runctl transfer job:train-3f9a2c:outputs ./results
+      runctl transfer s3://bucket/datasets/mnist/ gpu1:datasets/mnist/
     """
     from runctl.cli.s3 import local_destination, open_storage, report
     from runctl.storage.s3 import TransferOptions
 
     src, dst = parse_location(source), parse_location(destination)
-    for end in (src, dst):
-        if end.kind in ("host", "job"):
-            raise UsageError(
-                "transfers to hosts are not available yet",
-                hint=f"{source if end is src else destination!r} names a {end.kind}; "
-                "stage it through S3, or use `runctl get JOB PATH` for job outputs",
-            )
+    if src.kind in ("host", "job") or dst.kind in ("host", "job"):
+        _host_transfer(src, dst, verify=verify, resume=resume, compress=compress,
+                       parallel=parallel)  # fmt: skip
+        return
     opts = TransferOptions(verify=verify, resume=resume, compress=compress,
                            skip_unchanged=resume)  # fmt: skip
     storage = open_storage(parallel)
@@ -104,3 +105,76 @@ def transfer(source: str, destination: str, verify: bool, resume: bool, compress
         )
     summary.operation = "transfer"
     report(summary)
+
+
+def _host_transfer(src: Location, dst: Location, *, verify: bool, resume: bool, compress: bool,
+                   parallel: int | None) -> None:  # fmt: skip
+    """Any transfer with a host or job end; S3 <-> host is staged through a temp dir."""
+    import tempfile
+    import time
+
+    from runctl.cli.output import emit, progress, runtime
+    from runctl.core import transfer as core
+
+    started = time.monotonic()
+    rt = runtime()
+    if src.kind in ("host", "job") and dst.kind in ("host", "job"):
+        raise UsageError(
+            "copying directly between two hosts is not supported",
+            hint="copy to this machine (or S3) first, then on to the other host",
+        )
+    checked = 0
+    with tempfile.TemporaryDirectory(prefix="runctl-transfer-") as tmp:
+        if dst.kind in ("host", "job"):
+            end = core.resolve_end(rt, dst.kind, dst.host, dst.path)
+            local = Path(src.path)
+            if src.uri is not None:  # S3 -> host: download here first
+                local = _stage_download(src, Path(tmp), verify, resume, compress, parallel)
+            checked = core.push(end, local, compress=compress, resume=resume, check=verify,
+                                progress=progress)  # fmt: skip
+        else:
+            end = core.resolve_end(rt, src.kind, src.host, src.path)
+            local = Path(tmp) / "staged" if dst.uri is not None else Path(dst.path)
+            checked = core.pull(end, local, compress=compress, resume=resume, check=verify,
+                                progress=progress)  # fmt: skip
+            if dst.uri is not None:  # host -> S3: upload what we fetched
+                _stage_upload(local, dst, verify, resume, compress, parallel)
+    summary = {
+        "operation": "transfer",
+        "source": source_text(src),
+        "destination": source_text(dst),
+        "verified_files": checked,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    emit(summary, f"copied {source_text(src)} -> {source_text(dst)}"
+         + (f" ({checked} files verified)" if verify else ""))  # fmt: skip
+
+
+def source_text(loc: Location) -> str:
+    if loc.kind in ("host", "job"):
+        return f"{'job:' if loc.kind == 'job' else ''}{loc.host}:{loc.path}"
+    return str(loc.uri or loc.path)
+
+
+def _stage_download(src: Location, tmp: Path, verify: bool, resume: bool, compress: bool,
+                    parallel: int | None) -> Path:  # fmt: skip
+    from runctl.cli.s3 import open_storage
+    from runctl.storage.s3 import TransferOptions
+
+    assert src.uri is not None
+    opts = TransferOptions(verify=verify, resume=resume, compress=compress,
+                           skip_unchanged=resume)  # fmt: skip
+    target = tmp / "staged"
+    open_storage(parallel).download(src.uri, target, opts, recursive=None)
+    return target
+
+
+def _stage_upload(local: Path, dst: Location, verify: bool, resume: bool, compress: bool,
+                  parallel: int | None) -> None:  # fmt: skip
+    from runctl.cli.s3 import open_storage
+    from runctl.storage.s3 import TransferOptions
+
+    assert dst.uri is not None
+    opts = TransferOptions(verify=verify, resume=resume, compress=compress,
+                           skip_unchanged=resume)  # fmt: skip
+    open_storage(parallel).upload(local, dst.uri, opts)

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
+from runctl.errors import NotSupportedError
 from runctl.models import Completed
 
 
@@ -37,6 +38,20 @@ class Transport(ABC):
     @abstractmethod
     def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
         """Copy a file or directory from the host to ``local_path``."""
+
+    def copy_to(self, local: Path, remote: str, *, compress: bool, resume: bool) -> None:
+        """Copy a local file or directory to ``remote`` (created if missing)."""
+        raise NotSupportedError(
+            f"copying paths to a host is not available over {self.label}",
+            hint="stage the data through S3 (`runctl transfer ./x s3://...`)",
+        )
+
+    def copy_from(self, remote: str, local: Path, *, compress: bool, resume: bool) -> None:
+        """Copy a remote file or directory to ``local``."""
+        raise NotSupportedError(
+            f"copying paths from a host is not available over {self.label}",
+            hint="use `runctl get JOB PATH`, or stage the data through S3",
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook; most transports hold nothing
         """Release connections (the SSH master is deliberately kept warm)."""

@@ -195,6 +195,39 @@ class SSHTransport(Transport):
         if not recursive:
             tmp.replace(local_path)
 
+    def _rsync_copy(self, src: str, dst: str, *, compress: bool, resume: bool) -> None:
+        argv = ["rsync", "-a", "-e", shlex.join(["ssh", *self.ssh_opts])]
+        if compress:
+            argv.append("-z")
+        # --partial keeps a half-sent file so the next run continues it; without resume every
+        # file is sent again (--ignore-times).
+        argv.append("--partial" if resume else "--ignore-times")
+        proc = subprocess.run([*argv, src, dst], capture_output=True, check=False)
+        if proc.returncode == UNREACHABLE:
+            raise self._unreachable(proc.stderr)
+        if proc.returncode != 0:
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise TransportError(
+                f"rsync {src} -> {dst} failed: {lines[-1] if lines else proc.returncode}",
+                hint="check the path exists and free disk space on both ends",
+            )
+
+    def copy_to(self, local: Path, remote: str, *, compress: bool, resume: bool) -> None:
+        parent = remote.rstrip("/").rsplit("/", 1)[0] if "/" in remote.rstrip("/") else "."
+        self.run(["mkdir", "-p", _rsync_path(parent)], timeout=60)
+        src = f"{local}/" if local.is_dir() else str(local)
+        dst = f"{self.target.destination}:{_rsync_path(remote)}"
+        self._rsync_copy(src, dst, compress=compress, resume=resume)
+
+    def copy_from(self, remote: str, local: Path, *, compress: bool, resume: bool) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        probe = self.run(["test", "-d", _rsync_path(remote)], timeout=60)
+        src = f"{self.target.destination}:{_rsync_path(remote)}"
+        if probe.returncode == 0:
+            src += "/"
+            local.mkdir(parents=True, exist_ok=True)
+        self._rsync_copy(src, str(local), compress=compress, resume=resume)
+
     def close(self) -> None:
         """Ask the ControlMaster to exit (used by tests and `hosts rm`)."""
         subprocess.run(
