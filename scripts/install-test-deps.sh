@@ -6,10 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# System packages for the stands the tests start themselves (no services are enabled):
+#   sshd + rsync + nftables + iproute2: SSH hosts on loopback and in network namespaces;
+#   slurm-wlm + munge: a Slurm cluster (tests/stands/slurm.py);
+#   chromium: renders the `resources list --export html` page;
+#   docker.io + docker-registry + debootstrap: dockerd, a registry and an offline base image.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends \
-    openssh-server openssh-client rsync nftables iproute2 util-linux python3-venv >/dev/null
+    openssh-server openssh-client rsync nftables iproute2 util-linux python3-venv \
+    slurm-wlm munge chromium docker.io docker-registry debootstrap >/dev/null
 fi
 
 PY=${PYTHON:-python3}
@@ -33,4 +39,19 @@ if [ "$(id -u)" = 0 ] && [ ! -x "$AWSCLI_VENV/bin/aws" ]; then
   /usr/bin/python3 -m venv "$AWSCLI_VENV"
   "$AWSCLI_VENV/bin/pip" install -q awscli
   chmod -R a+rX "$AWSCLI_VENV"
+fi
+
+# Docker stand (tests/stands/docker.py): dockerd and Debian's docker-registry, started by the
+# tests on loopback with their own data dirs. Images cannot be pulled here, so the base image
+# is a debootstrapped Debian with python3, cached as a tarball the stand `docker import`s.
+DOCKER_BASE_TAR=/var/cache/runctl-test/debian-bookworm-python3.tar
+if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
+  if [ ! -s "$DOCKER_BASE_TAR" ]; then
+    mkdir -p "$(dirname "$DOCKER_BASE_TAR")"
+    rootfs=$(mktemp -d /var/cache/runctl-test/rootfs.XXXXXX)
+    debootstrap --variant=minbase --include=python3 bookworm "$rootfs" \
+      http://deb.debian.org/debian >"$rootfs.log" 2>&1
+    tar -C "$rootfs" -c . >"$DOCKER_BASE_TAR.tmp" && mv "$DOCKER_BASE_TAR.tmp" "$DOCKER_BASE_TAR"
+    rm -rf "$rootfs" "$rootfs.log"
+  fi
 fi

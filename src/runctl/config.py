@@ -71,6 +71,12 @@ SCHEMA: dict[str, Key] = {
         "SSM parameter naming the AMI for other types",
     ),
     "aws.host_cli": Key(str, "aws", "AWS CLI on instances, for train --data-s3/--output-s3"),
+    "docker.base_image": Key(
+        str, "python:3.11-slim", "base image of a generated Dockerfile (no Dockerfile found)"
+    ),
+    "docker.network": Key(str, "host", "docker build/run --network ('' for docker's default)"),
+    "docker.gpus": Key(str, "auto", "containers get --gpus all: auto (if nvidia-smi), all, none"),
+    "docker.registry": Key(str, "", "registry `run --docker` pushes to for remote hosts"),
     "s3.endpoint_url": Key(str, "", "S3-compatible endpoint (MinIO, SeaweedFS); default AWS"),
     "s3.max_concurrency": Key(int, 16, "parallel S3 transfers (parts and files)"),
     "s3.multipart_threshold_mb": Key(int, 16, "files above this size upload in parts"),
@@ -103,6 +109,18 @@ SCHEMA: dict[str, Key] = {
     "lyceum.poll_interval_s": Key(float, 5.0, "seconds between status polls while waiting"),
     "lyceum.wait_timeout_s": Key(float, 900.0, "how long create --wait waits for SSH"),
     "costs.daily_budget_usd": Key(float, 0.0, "daily spend shown against in `top` (0 = none)"),
+    "costs.budget_action": Key(
+        str, "warn", "on crossing a budget (`resources enforce`): warn, stop or terminate"
+    ),
+    "costs.budget_warn_fraction": Key(float, 0.8, "warn once spend passes this share of a budget"),
+    "costs.warn_hours": Key(float, 24.0, "flag instances running longer than this (hours)"),
+    "costs.warn_usd": Key(float, 10.0, "flag instances whose accumulated cost passes this (USD)"),
+    "slurm.partition": Key(str, "", "sbatch --partition (default: the cluster's default)"),
+    "slurm.time": Key(str, "", "sbatch --time limit, e.g. 2:00:00 (default: the partition's)"),
+    "slurm.gpus_per_node": Key(int, 0, "GPUs per node requested as --gres=gpu:N (0 = none)"),
+    "slurm.retries": Key(int, 3, "restarts after preemption / node failure (sbatch --requeue)"),
+    "slurm.hourly_usd_per_node": Key(float, 0.0, "price of one node-hour, for job costs"),
+    "slurm.conf_file": Key(str, "", "SLURM_CONF on the login node (default: Slurm's own)"),
 }
 
 

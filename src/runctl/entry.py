@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "get": ("runctl.cli.jobs:get", "Download a file or directory from a job."),
     "hosts": ("runctl.cli.hosts:hosts", "Register and list SSH hosts."),
     "aws": ("runctl.cli.aws:aws", "EC2 instances: create, train, monitor, stop, EBS volumes."),
+    "docker": ("runctl.cli.docker:docker", "Build and push container images (ECR, any registry)."),
     "runpod": ("runctl.cli.runpod:runpod", "Create, train on, monitor and stop RunPod pods."),
     "lyceum": ("runctl.cli.lyceum:lyceum", "Create, train on, monitor and delete Lyceum VMs."),
     "monitor": ("runctl.cli.monitor:monitor", "Watch a local log file and checkpoint directory."),
@@ -32,6 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "checkpoint": (
         "runctl.cli.checkpoint:checkpoint",
         "List, inspect, prune and resume from checkpoints.",
+    ),
+    "resources": (
+        "runctl.cli.resources:resources",
+        "Costs, inventory, insights, budgets, cleanup of runctl machines.",
+    ),
+    "reconcile": (
+        "runctl.cli.resources:reconcile",
+        "Find orphaned, vanished and drifted cloud instances.",
     ),
     "top": ("runctl.cli.top:top", "Live dashboard: machines, jobs, utilisation, costs."),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),

@@ -768,6 +768,9 @@ def _node_env() -> dict:
         "RUNCTL_NODE_IPS": ",".join(ips), "MASTER_ADDR": ips[0], "MASTER_PORT": str(port),
         "NODE_RANK": str(rank), "NNODES": str(nodes), "RANK": str(rank),
         "WORLD_SIZE": str(nodes),
+        # torchrun's PET_<OPTION> defaults: a bare `torchrun script.py` joins the other nodes
+        "PET_NNODES": str(nodes), "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": ips[0],
+        "PET_MASTER_PORT": str(port),
     }  # fmt: skip
 
 

@@ -117,13 +117,22 @@ def s3_commands(
     metavar="MINUTES",
     help="With --wait: stop waiting after this long (0 = never).",
 )
+@click.option(
+    "--docker",
+    "docker",
+    is_flag=True,
+    help="Run in a container: the project's image, built here and pushed to ECR.",
+)
+@click.option("--docker-image", metavar="IMAGE", help="Run in a container of IMAGE (ECR or any "
+              "registry the instance can pull from).")  # fmt: skip
 @transport_option
 @region_option
 @json_option
 def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_code: bool,
               includes: tuple[str, ...], data_s3: str | None, output_s3: str | None,
               project_name: str | None, env: tuple[str, ...], follow: bool, wait_: bool,
-              timeout: float, transport: str | None, region: str | None) -> None:  # fmt: skip
+              timeout: float, transport: str | None, region: str | None,
+              **docker_opts: Any) -> None:  # fmt: skip
     """Run SCRIPT on INSTANCE_ID as a runctl job; script arguments go after --."""
     from runctl.cli.jobs import _parse_env, job_json
     from runctl.core import jobs as core
@@ -141,6 +150,15 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
         argv=[script, *script_args], project=project_name, env=_parse_env(env),
         includes=includes, sync=sync_code, pre_commands=pre, post_commands=post,
     )  # fmt: skip
+    if docker_opts.get("docker") or docker_opts.get("docker_image"):
+        from runctl.cli.docker import docker_request, ecr_login_command
+
+        repository = _ecr_repository(script, project_name)
+        request.docker = docker_request(docker_opts, is_local=False, region=session.region,
+                                        repository=repository) or {}  # fmt: skip
+        login = ecr_login_command(request.docker["image"], cfg.get("aws.host_cli"),
+                                  cfg.get("aws.endpoint_url"))  # fmt: skip
+        request.pre_commands = [*login, *request.pre_commands]
     result = core.submit(runtime(), Target(provider, instance), request, progress)
     job = result.job
     try:
@@ -157,6 +175,16 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
     if not is_json():
         progress(f"follow with: runctl aws monitor {instance_id} -f  (or runctl logs "
                  f"{job.job_id} -f)")  # fmt: skip
+
+
+def _ecr_repository(script: str, project_name: str | None) -> str:
+    """ECR repository for `train --docker`: the project's name, as for `runctl run`."""
+    from pathlib import Path
+
+    from runctl.core.jobs import slug
+    from runctl.core.sync_select import find_project_root
+
+    return slug(project_name or find_project_root(Path(script)).name, "project").lower()
 
 
 def _run_to_end(job: Job, *, follow: bool, timeout_s: float | None) -> None:

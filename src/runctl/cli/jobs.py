@@ -77,11 +77,33 @@ submit_options = [
                  help="Do not set RUNCTL_RESUME_FROM from the latest checkpoint."),
     click.option("--resume-from", metavar="PATH", help="Checkpoint to resume from (on the host)."),
     click.option("--checkpoint-dir", metavar="DIR", help="Checkpoint directory on the host."),
+    click.option("--checkpoint-s3", metavar="S3_URI",
+                 help="Checkpoint store: restored before start, copied there while the job "
+                 "runs and when it ends (needs the AWS CLI on the host: aws.host_cli)."),
+    click.option("--checkpoint-sync-s", type=click.FloatRange(min=0), default=300,
+                 show_default=True, help="Seconds between copies to --checkpoint-s3 (0: on "
+                 "exit only)."),
     click.option("--install-deps/--no-install-deps", default=None,
                  help="Install requirements.txt into a venv on the host "
                  "(default: yes on remote hosts, no locally)."),
     click.option("--grace", type=float, metavar="SECONDS",
                  help="SIGTERM-to-SIGKILL grace period on cancel."),
+    click.option("--budget", "budget", type=click.FloatRange(min=0, min_open=True),
+                 metavar="USD", help="Cost limit of this job; `runctl resources enforce` "
+                 "acts on it per costs.budget_action."),
+    # batch-scheduler placement (Slurm); defaults from the slurm.* config keys
+    click.option("--nodes", type=click.IntRange(min=1), help="Nodes (Slurm): one agent each."),
+    click.option("--gpus-per-node", type=click.IntRange(min=0), help="GPUs per node (Slurm)."),
+    click.option("--partition", metavar="NAME", help="Slurm partition."),
+    click.option("--time", "time_limit", metavar="LIMIT", help="Slurm time limit (2:00:00)."),
+    click.option("--retries", type=click.IntRange(min=0),
+                 help="Slurm restarts after preemption / node failure (requeue)."),
+    # containers (runctl.cli.docker): the agent runs the job with `docker run`
+    click.option("--docker", "docker", is_flag=True,
+                 help="Run in a container of the project's image (built here; pushed to "
+                 "docker.registry for remote hosts)."),
+    click.option("--docker-image", metavar="IMAGE",
+                 help="Run in a container of IMAGE (implies --docker)."),
 ]  # fmt: skip
 
 
@@ -89,6 +111,12 @@ def _with_submit_options(fn: Any) -> Any:
     for option in reversed(submit_options):
         fn = option(fn)
     return fn
+
+
+def _placement(opts: dict[str, Any]) -> dict[str, Any]:
+    keys = {"nodes": "nodes", "gpus_per_node": "gpus_per_node", "partition": "partition",
+            "time_limit": "time", "retries": "retries"}  # fmt: skip
+    return {name: opts[key] for key, name in keys.items() if opts.get(key) is not None}
 
 
 def _submit(
@@ -112,7 +140,16 @@ def _submit(
         checkpoint_dir=opts.get("checkpoint_dir"),
         install_requirements=opts.get("install_deps"),
         grace_s=opts.get("grace"),
+        checkpoint_store=_checkpoint_store(
+            opts.get("checkpoint_s3"), opts.get("checkpoint_sync_s", 300)
+        ),  # fmt: skip
+        budget_usd=opts.get("budget"),
+        placement=_placement(opts),
     )
+    if opts.get("docker") or opts.get("docker_image"):
+        from runctl.cli.docker import docker_request
+
+        request.docker = docker_request(opts, is_local=target.instance.provider == "local")
     result = submit(rt, target, request, progress)
     job = result.job
     if not quiet:
@@ -126,6 +163,26 @@ def _submit(
             )
         progress(f"started {job.job_id} on {_on(job)} in {result.seconds:.2f}s{sync_note}")
     return job
+
+
+def _checkpoint_store(uri: str | None, interval_s: float) -> dict[str, Any] | None:
+    """Agent steps for --checkpoint-s3: restore before start, copy up while running/at exit."""
+    if not uri:
+        return None
+    from runctl.core.hoststeps import cli_flags, s3_sync_down, s3_sync_up
+    from runctl.storage.s3 import parse_uri
+
+    cfg = runtime().config
+    target = str(parse_uri(uri))
+    host_cli = str(cfg.get("aws.host_cli"))
+    flags = cli_flags(
+        str(cfg.get("aws.region")), str(cfg.get("s3.endpoint_url") or cfg.get("aws.endpoint_url"))
+    )
+    return {
+        "down": s3_sync_down(host_cli, target, "RUNCTL_CHECKPOINT_DIR", flags),
+        "up": s3_sync_up(host_cli, target, "RUNCTL_CHECKPOINT_DIR", flags),
+        "interval_s": interval_s,
+    }
 
 
 def _follow_to_end(job: Job, *, cancel_on_interrupt: bool) -> Job:
@@ -287,6 +344,10 @@ def _short(argv: Sequence[str], width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_SCHEDULER_KEYS = ("slurm_job_id", "slurm_state", "slurm_reason", "restarts", "nodes",
+                   "hourly_usd")  # fmt: skip
+
+
 @click.command()
 @click.argument("job_ref", required=False)
 @json_option
@@ -305,9 +366,14 @@ def status(job_ref: str | None) -> None:
             "hosts": [h.name for h in hosts],
             "unreachable": errors,
         }
+        from runctl.cli.resources import show_summary, summary_data
+
+        cost_data = summary_data(rt)
+        data["costs"] = cost_data
 
         def overview() -> None:
             click.echo(f"{len(active)} active job(s), {len(hosts)} registered host(s)")
+            show_summary(cost_data)
             if recent:
                 click.echo("")
                 table(["job", "state", "on", "age", "exit"],
@@ -327,6 +393,18 @@ def status(job_ref: str | None) -> None:
     data = job_json(job, log_bytes=detail.get("log_bytes"),
                     heartbeat_age_s=detail.get("heartbeat_age_s"),
                     resume_from=detail.get("resume_from"), checkpoints=checkpoints)  # fmt: skip
+    scheduler = {k: detail[k] for k in _SCHEDULER_KEYS if detail.get(k) is not None}
+    if scheduler:  # batch-scheduled jobs (Slurm): its id, state, restarts, price
+        data["scheduler"] = scheduler
+        if "hourly_usd" in scheduler and detail.get("started_at"):
+            # node-hours x price, from when the agent started on the nodes (not queue time)
+            from datetime import UTC, datetime
+
+            from runctl.core.costs import elapsed_s
+
+            seconds = elapsed_s(detail["started_at"], detail.get("ended_at"),
+                                datetime.now(UTC)) or 0.0  # fmt: skip
+            data["cost_usd"] = round(float(scheduler["hourly_usd"]) * seconds / 3600.0, 6)
 
     def text() -> None:
         rows = [
@@ -362,13 +440,17 @@ def _list_checkpoints(job: Job) -> list[dict[str, Any]]:
 @click.argument("job_ref")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
 @click.option("-n", "--tail", "tail", type=click.IntRange(min=1), help="Only the last N lines.")
+@click.option("--node", type=click.IntRange(min=0), help="Multi-node job: this rank's log (0).")
 @json_option
-def logs(job_ref: str, follow: bool, tail: int | None) -> None:
+def logs(job_ref: str, follow: bool, tail: int | None, node: int | None) -> None:
     """Print JOB's log (stdout+stderr). Reconnects by byte offset if the host drops."""
     from runctl.core import jobs as core
+    from runctl.core.multinode import node_job
 
     rt = runtime()
     job = rt.store.get_job(job_ref)
+    if node:
+        job = node_job(job, node)
     if is_json():
         import io
 

@@ -2,9 +2,11 @@
 
 Every state change of an instance is stored with its timestamp (``Store.instance_history``).
 An interval in a billed state (``running`` or ``pending``) costs the full ``hourly_usd`` for
-its length; the last interval runs until ``now``. Stopped instances cost nothing here (their
-storage is billed separately and not modelled yet). Registered SSH hosts only show their
-``$/h``; nothing is accumulated for them.
+its length; the last interval runs until ``now``. Time in ``stopped`` costs storage only:
+the recorded disk size (``data.storage_gb``) x the provider's published storage rate
+(``STORAGE_USD_PER_GB_MONTH``, labelled as such in every output); with no recorded size the
+storage cost is reported as unknown (``storage_known`` false), never guessed. Registered SSH
+hosts only show their ``$/h``; nothing is accumulated for them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from runctl.models import InstanceState
 from runctl.state.store import Store
 
 BILLED_STATES = frozenset({InstanceState.RUNNING.value, InstanceState.PENDING.value})
+STORAGE_STATES = frozenset({InstanceState.STOPPED.value, InstanceState.STOPPING.value})
+HOURS_PER_MONTH = 730.0
+#: provider -> (USD per GB-month of disk kept while stopped, where the number comes from)
+STORAGE_USD_PER_GB_MONTH: dict[str, tuple[float, str]] = {
+    "aws": (0.08, "EBS gp3 list price, us-east-1, 2026-11"),
+    "runpod": (0.20, "RunPod volume disk of a stopped pod, runpod.io/pricing, 2026-11"),
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,9 @@ class InstanceCost:
     total_usd: float  # since launch
     today_usd: float  # since midnight UTC
     billed_s: float
+    storage_usd: float = 0.0  # disk billed while stopped (see STORAGE_USD_PER_GB_MONTH)
+    storage_known: bool = True  # False: stopped time with no recorded disk size
+    stopped_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +81,16 @@ def start_of_day(now: datetime) -> datetime:
 
 
 def billed_seconds(
-    history: Sequence[tuple[str, str]], now: datetime, *, since: datetime | None = None
+    history: Sequence[tuple[str, str]],
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    states: frozenset[str] = BILLED_STATES,
 ) -> float:
-    """Seconds spent in billed states, counting only time after ``since`` (if given)."""
+    """Seconds spent in ``states`` (billed ones by default), counting only time after ``since``."""
     total = 0.0
     for i, (state, at) in enumerate(history):
-        if state not in BILLED_STATES:
+        if state not in states:
             continue
         start = parse_iso(at)
         end = parse_iso(history[i + 1][1]) if i + 1 < len(history) else now
@@ -94,6 +110,11 @@ def instance_cost(
     billed = billed_seconds(history, now)
     today = billed_seconds(history, now, since=start_of_day(now))
     price = float(hourly) if hourly is not None else 0.0
+    stopped = billed_seconds(history, now, states=STORAGE_STATES)
+    stopped_today = billed_seconds(history, now, since=start_of_day(now), states=STORAGE_STATES)
+    storage_hourly = storage_usd_per_hour(record)
+    storage_known = stopped == 0 or storage_hourly is not None
+    disk = storage_hourly or 0.0
     return InstanceCost(
         resource_id=int(record["resource_id"]),
         provider=record["provider"],
@@ -101,10 +122,22 @@ def instance_cost(
         name=record["name"],
         state=record["state"],
         hourly_usd=float(hourly) if hourly is not None else None,
-        total_usd=price * billed / 3600.0,
-        today_usd=price * today / 3600.0,
+        total_usd=price * billed / 3600.0 + disk * stopped / 3600.0,
+        today_usd=price * today / 3600.0 + disk * stopped_today / 3600.0,
         billed_s=billed,
+        storage_usd=disk * stopped / 3600.0,
+        storage_known=storage_known,
+        stopped_s=stopped,
     )
+
+
+def storage_usd_per_hour(record: dict[str, Any]) -> float | None:
+    """What the instance's disks cost per hour while stopped; None when size or rate unknown."""
+    rate = STORAGE_USD_PER_GB_MONTH.get(str(record.get("provider")))
+    size = (record.get("data") or {}).get("storage_gb")
+    if rate is None or size is None:
+        return None
+    return float(size) * rate[0] / HOURS_PER_MONTH
 
 
 def summarize(

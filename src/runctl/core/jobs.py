@@ -9,6 +9,7 @@ install it and try again.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from runctl.core import agent, sync
+from runctl.core import agent, multinode, sync
 from runctl.core.sync_select import find_project_root
 from runctl.core.targets import Target, instance_of_job
 from runctl.errors import (
@@ -30,7 +31,9 @@ from runctl.errors import (
     TransportError,
     UsageError,
 )
-from runctl.models import Instance, Job, JobSpec, JobState, SyncStats
+from runctl.models import Completed, Instance, Job, JobSpec, JobState, SyncStats
+from runctl.providers import REGISTRY, get_provider
+from runctl.providers.base import AgentCall, SupportsBatchStart
 from runctl.runtime import Runtime
 from runctl.state.db import now_iso
 from runctl.transport.base import Transport
@@ -38,6 +41,7 @@ from runctl.transport.local import LocalTransport
 
 Progress = Callable[[str], None]
 EXIT_STALE, EXIT_BUSY = 10, 11
+FINAL_STATES = frozenset(str(s) for s in JobState if s.is_final)
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
@@ -66,6 +70,13 @@ class SubmitRequest:
     pre_commands: Sequence[Sequence[str]] = ()
     post_commands: Sequence[Sequence[str]] = ()
     project_root: Path | None = None  # for commands: the tree to sync (default: from cwd)
+    # {"down": argv, "up": argv, "interval_s": s}: restore before start, copy while running
+    checkpoint_store: dict[str, Any] | None = None
+    budget_usd: float | None = None  # cost limit, enforced by core.budget (not by the agent)
+    # batch-scheduler placement (nodes, gpus_per_node, partition, time, retries): Slurm only
+    placement: dict[str, Any] = field(default_factory=dict)
+    # run in a container: {"image", "network", "gpus": auto|all|none, "args", "python"}
+    docker: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,21 @@ def submit(
     ).to_json()
     if code_dir:
         spec["code_dir"] = code_dir
+    if request.checkpoint_store:
+        spec["checkpoint_store"] = request.checkpoint_store
+    if request.docker:  # the image brings its own dependencies: no host venv
+        spec["docker"] = dict(request.docker)
+        spec["install_requirements"] = False
     spec["local_root"] = str(root)
+    if request.budget_usd is not None:
+        spec["budget_usd"] = request.budget_usd
+    if request.placement:
+        if not isinstance(target.provider, SupportsBatchStart):
+            raise UsageError(
+                f"--{next(iter(request.placement)).replace('_', '-')} needs a batch scheduler",
+                hint="use it with --on slurm:CLUSTER (on SSH hosts: --on ssh:HOST1,HOST2)",
+            )
+        spec["placement"] = dict(request.placement)
     job = Job(
         job_id=job_id,
         name=name,
@@ -173,8 +198,13 @@ def submit(
     )
     runtime.store.insert_job(job)
     try:
-        stats, answer = _start(runtime, instance, transport, request, spec, root, code_dir,
-                               progress)  # fmt: skip
+        if multinode.node_hosts(instance):  # an SSH host group: one agent per host
+            stats, answer = multinode.start_group(runtime, instance, request, spec, root,
+                                                  code_dir, progress, _start)  # fmt: skip
+            runtime.store.update_job(job_id, spec=spec)
+        else:
+            stats, answer = _start(runtime, instance, transport, request, spec, root, code_dir,
+                                   progress)  # fmt: skip
     except BaseException as exc:
         runtime.store.update_job(job_id, state=JobState.FAILED, ended_at=now_iso())
         runtime.store.add_event("job.submit_failed", job_id, {"error": str(exc)})
@@ -215,12 +245,12 @@ def _start(
             stats = SyncStats(len(tree.manifest.files), 0, 0, 0, True,
                               time.monotonic() - scan_started)  # fmt: skip
     payload = json.dumps(spec).encode()
-    done = agent.call(instance, transport, args, input=payload)
+    done = _start_job(runtime, instance, transport, args, payload)
     if done.returncode == EXIT_STALE and tree is not None:
         # The host's copy changed behind our back (another machine, a wiped dir): full sync.
         sync.forget(runtime, instance, code_dir)
         stats = sync.push_tree(runtime, instance, transport, tree, code_dir, progress)
-        done = agent.call(instance, transport, args, input=payload)
+        done = _start_job(runtime, instance, transport, args, payload)
     if done.returncode == EXIT_BUSY:
         other = json.loads(done.stdout).get("job_id", "?")
         raise ConflictError(
@@ -232,6 +262,27 @@ def _start(
         raise TransportError(f"the agent could not start the job on {instance.name}: {detail}")
     answer: dict[str, Any] = json.loads(done.stdout)
     return stats, answer
+
+
+def _start_job(
+    runtime: Runtime, instance: Instance, transport: Transport, args: list[str], payload: bytes
+) -> Completed:
+    """`agent start` (detached on the host), or the provider's own way (Slurm: sbatch)."""
+    module, _, name = REGISTRY.get(instance.provider, "").partition(":")
+    cls = getattr(importlib.import_module(module), name, None) if module else None
+    if isinstance(cls, type) and issubclass(cls, SupportsBatchStart):
+        provider = get_provider(instance.provider, runtime)
+        assert isinstance(provider, SupportsBatchStart)
+        call = agent_call(instance, transport)
+        return provider.start_job(instance, transport, args, payload, call)
+    return agent.call(instance, transport, args, input=payload)
+
+
+def agent_call(instance: Instance, transport: Transport) -> AgentCall:
+    def call(args: Sequence[str], payload: bytes | None) -> Completed:
+        return agent.call(instance, transport, args, input=payload)
+
+    return call
 
 
 def resubmit(
@@ -268,6 +319,7 @@ def resubmit(
         checkpoint_dir=old.checkpoint_dir,
         grace_s=spec.get("grace_s"),
         project_root=root,
+        checkpoint_store=spec.get("checkpoint_store"),
     )
     target = instance_of_job(runtime, old.provider, old.instance_id)
     return submit(runtime, target, request, progress)
@@ -279,7 +331,7 @@ def resubmit(
 def _apply_status(runtime: Runtime, job: Job, status: dict[str, Any]) -> Job:
     raw = status.get("state", "unknown")
     mapping = {"starting": JobState.RUNNING, "setup": JobState.SETUP, "missing": JobState.LOST,
-               "unknown": JobState.LOST}  # fmt: skip
+               "unknown": JobState.LOST, "pending": JobState.SETUP}  # fmt: skip
     state = mapping.get(raw) or JobState(raw)
     fields: dict[str, Any] = {}
     if state != job.state:
@@ -464,6 +516,10 @@ def wait(
             progress(f"{exc.message}; retrying")
             time.sleep(1.0)
             continue
+        ended = status.get("state") in FINAL_STATES or status.get("state") == "lost"
+        if ended and job.spec.get("nodes"):  # a multi-node job ends when every rank has
+            left = deadline - time.monotonic() if deadline is not None else 3600.0
+            status = multinode.settle(runtime, job, status, max(left, 1.0))
         job = _apply_status(runtime, job, status)
         if job.state.is_final or job.state == JobState.LOST:
             return job, status
@@ -476,6 +532,7 @@ def cancel(runtime: Runtime, job: Job, *, grace_s: float | None = None) -> Job:
     if job.state.is_final:
         return job
     grace = grace_s if grace_s is not None else float(runtime.config.get("jobs.grace_s"))
+    multinode.cancel_others(runtime, job, grace)  # ranks 1.. of a multi-node job
     target = instance_of_job(runtime, job.provider, job.instance_id)
     transport = target.provider.connect(target.instance)
     status = agent.call_json(

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "runpod": "runctl.providers.runpod.provider:RunpodProvider",
     "lyceum": "runctl.providers.lyceum.provider:LyceumProvider",
     "aws": "runctl.providers.aws.provider:AWSProvider",
+    "slurm": "runctl.providers.slurm:SlurmProvider",
 }
 
 

@@ -7,9 +7,10 @@ Capabilities a provider lacks are absent (no mixin); the CLI explains why from t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from runctl.models import Instance
+from runctl.models import Completed, Instance
 from runctl.transport.base import Transport
 
 
@@ -41,3 +42,22 @@ class SupportsStop(ABC):
 
     @abstractmethod
     def start_instance(self, instance_id: str) -> Instance: ...
+
+
+#: runs an agent sub-command on the host (installing the agent first if needed)
+AgentCall = Callable[[Sequence[str], bytes | None], Completed]
+
+
+class SupportsBatchStart(ABC):
+    """Providers whose jobs go through a batch scheduler (Slurm) instead of `agent start`."""
+
+    @abstractmethod
+    def start_job(
+        self,
+        instance: Instance,
+        transport: Transport,
+        args: Sequence[str],
+        payload: bytes,
+        call: AgentCall,
+    ) -> Completed:
+        """Start the job whose spec is ``payload``; answer like ``agent start`` does."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -95,6 +96,8 @@ class SSHProvider(Provider):
         )
 
     def get_instance(self, instance_id: str) -> Instance | None:
+        if "," in instance_id:
+            return self._group(instance_id)
         host = self.runtime.store.get_host(instance_id)
         if host is not None:
             return self._from_host(host)
@@ -104,6 +107,21 @@ class SSHProvider(Provider):
 
     def list_instances(self) -> list[Instance]:
         return [self._from_host(h) for h in self.runtime.store.list_hosts()]
+
+    def _group(self, instance_id: str) -> Instance | None:
+        """``h1,h2,...``: a multi-node job's hosts (core/multinode.py); acts as rank 0."""
+        names = [n.strip() for n in instance_id.split(",")]
+        if len(names) < 2 or "" in names or len(set(names)) != len(names):
+            raise UsageError(
+                f"invalid host group {instance_id!r}",
+                hint="name two or more distinct hosts: --on ssh:HOST1,HOST2",
+            )
+        members = [self.get_instance(n) for n in names]
+        first = members[0]
+        if first is None or None in members:
+            return None
+        return replace(first, instance_id=instance_id, name=instance_id,
+                       extra={**first.extra, "nodes": names})  # fmt: skip
 
     def connect(self, instance: Instance) -> Transport:
         assert instance.ssh is not None

@@ -1,0 +1,632 @@
+"""``runctl resources``: costs, inventory, insights, budgets, cleanup; ``runctl reconcile``.
+
+Everything is priced from the state database (the price captured at launch x recorded state
+intervals, ``core.costs``); ``list``/``summary``/``cleanup``/``stop-all`` first reconcile it
+with what the providers list (``core.reconcile``) unless ``--no-refresh``. Only runctl-made
+machines (AWS tag ``runctl:managed``, ``runctl-`` names elsewhere) are ever acted on.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from runctl.cli.output import duration, emit, is_json, json_option, progress, runtime, table
+from runctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from runctl.core.reconcile import Report
+    from runctl.runtime import Runtime
+
+CLOUDS = ("aws", "runpod", "lyceum")
+SORTS = {
+    "cost": lambda r: -r["total_usd"],
+    "hourly": lambda r: -(r["hourly_usd"] or 0.0),
+    "age": lambda r: -(r["age_s"] or 0.0),
+    "state": lambda r: r["state"],
+    "name": lambda r: r["name"],
+}
+
+
+def platform_option(fn: Any) -> Any:
+    return click.option(
+        "--platform",
+        "platforms",
+        multiple=True,
+        type=click.Choice([*CLOUDS, "all"]),
+        help="Which providers (repeatable; default all; one without credentials is skipped).",
+    )(fn)
+
+
+def refresh_option(fn: Any) -> Any:
+    return click.option(
+        "--no-refresh", is_flag=True, help="Use recorded state only; do not ask the providers."
+    )(fn)
+
+
+def _platforms(values: tuple[str, ...]) -> list[str]:
+    return list(CLOUDS) if not values or "all" in values else list(dict.fromkeys(values))
+
+
+def _refresh(rt: Runtime, platforms: list[str], apply: bool = True) -> Report:
+    from runctl.core.reconcile import reconcile
+
+    report = reconcile(rt, platforms, apply=apply)
+    for name, why in report.skipped.items():
+        progress(f"warning: {name} skipped: {why}")
+    for name, whys in report.partial.items():
+        progress(f"warning: {name} partly unreachable: {'; '.join(whys)}")
+    return report
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+@click.group()
+def resources() -> None:
+    """Costs, inventory, insights, budgets and cleanup of runctl-made machines."""
+
+
+# ---------------------------------------------------------------------------- list
+
+
+def _select(
+    rt: Runtime,
+    platforms: list[str],
+    project: str | None,
+    user: str | None,
+    state: str,
+    sort: str,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    from runctl.core.cost_report import rows
+
+    items = [r for r in rows(rt.store, datetime.now(UTC)) if r["provider"] in platforms]
+    if state != "all":
+        items = [r for r in items if r["state"] == state]
+    if project:
+        on = {(j.provider, j.instance_id) for j in rt.store.list_jobs(project=project)}
+        items = [
+            r for r in items if r["project"] == project or (r["provider"], r["instance_id"]) in on
+        ]
+    if user:
+        items = [r for r in items if r["user"] == user]
+    items.sort(key=SORTS[sort])
+    return items[:limit] if limit else items
+
+
+def _show_rows(items: list[dict[str, Any]]) -> None:
+    if not items:
+        click.echo("no instances match")
+        return
+    warn_h = float(runtime().config.get("costs.warn_hours"))
+    warn_usd = float(runtime().config.get("costs.warn_usd"))
+    table(
+        ["instance", "name", "state", "spot", "$/h", "runtime", "total", "flags"],
+        [
+            (
+                f"{r['provider']}:{r['instance_id']}",
+                r["name"],
+                r["state"],
+                "spot" if r["spot"] else "",
+                "unknown" if r["hourly_usd"] is None else f"{r['hourly_usd']:.3f}",
+                duration(r["hours"] * 3600),
+                f"${r['total_usd']:.2f}",
+                " ".join(
+                    f
+                    for f, on in (
+                        (f">{warn_h:g}h", r["hours"] > warn_h),
+                        (f">${warn_usd:g}", r["total_usd"] > warn_usd),
+                        ("protected", r["protected"]),
+                    )
+                    if on
+                ),
+            )
+            for r in items
+        ],
+    )
+    total = sum(r["total_usd"] for r in items)
+    burn = sum(r["hourly_usd"] or 0.0 for r in items if r["state"] in ("running", "pending"))
+    click.echo(
+        f"\n{len(items)} instance(s): ${burn:.2f}/h now, ${total:.2f} accumulated, "
+        f"${burn * 24:.2f}/day, ${burn * 168:.2f}/week projected"
+    )
+
+
+@resources.command(name="list")
+@platform_option
+@click.option("--project", help="Tag runctl:project, or jobs of this project ran on it.")
+@click.option("--user", help="Tag runctl:user (AWS; RunPod/Lyceum have no tags).")
+@click.option(
+    "--state",
+    type=click.Choice(["running", "stopped", "terminated", "all"]),
+    default="all",
+    show_default=True,
+    help="Only instances in this state.",
+)
+@click.option("--sort", type=click.Choice(sorted(SORTS)), default="cost", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N rows.")
+@click.option("-w", "--watch", is_flag=True, help="Re-render every --interval seconds.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=0),
+    default=0,
+    help="With --watch: stop after N renders (0: until Ctrl-C).",
+)
+@click.option(
+    "--export",
+    "export",
+    type=click.Choice(["csv", "html", "json"]),
+    help="Write the rows as CSV, JSON, or a standalone HTML page with cost charts.",
+)
+@click.option(
+    "--export-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where --export writes (default: stdout).",
+)
+@refresh_option
+@json_option
+def list_(
+    platforms: tuple[str, ...],
+    project: str | None,
+    user: str | None,
+    state: str,
+    sort: str,
+    limit: int | None,
+    watch: bool,
+    interval: float,
+    iterations: int,
+    export: str | None,
+    export_file: Path | None,
+    no_refresh: bool,
+) -> None:
+    """List runctl-made instances with price, runtime and accumulated cost."""
+    rt = runtime()
+    chosen = _platforms(platforms)
+    if export_file and not export:
+        raise UsageError("--export-file needs --export", hint="add --export csv|html|json")
+    if watch and (export or is_json()):
+        raise UsageError("--watch renders a table", hint="drop --watch with --export/--json")
+    renders = 0
+    while True:
+        if not no_refresh:
+            _refresh(rt, chosen)
+        items = _select(rt, chosen, project, user, state, sort, limit)
+        if export:
+            _export(rt, items, export, export_file)
+            return
+        if not watch:
+            emit(items, functools.partial(_show_rows, items))
+            return
+        click.clear()
+        click.echo(
+            f"runctl resources — {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC "
+            f"(every {interval:g}s, Ctrl-C to stop)\n"
+        )
+        _show_rows(items)
+        renders += 1
+        if iterations and renders >= iterations:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def _export(rt: Runtime, items: list[dict[str, Any]], kind: str, dest: Path | None) -> None:
+    import json
+
+    from runctl.core import cost_report, costs
+
+    now = datetime.now(UTC)
+    if kind == "csv":
+        text = cost_report.to_csv(items)
+    elif kind == "json":
+        text = json.dumps(items, indent=2, default=str) + "\n"
+    else:
+        summary = costs.summarize(rt.store, now=now).to_json()
+        text = cost_report.to_html(items, cost_report.cumulative_series(rt.store, now), summary)
+    if dest is None:
+        click.echo(text, nl=False)
+        return
+    dest.write_text(text)
+    progress(f"wrote {len(items)} row(s) as {kind} to {dest}")
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def summary_data(rt: Runtime) -> dict[str, Any]:
+    """Costs now: burn, today, total, projections, per provider, and threshold warnings."""
+    from runctl.core import budget, costs
+
+    now = datetime.now(UTC)
+    cfg = rt.config
+    summary = costs.summarize(
+        rt.store, daily_budget_usd=float(cfg.get("costs.daily_budget_usd")), now=now
+    )
+    warn_h, warn_usd = float(cfg.get("costs.warn_hours")), float(cfg.get("costs.warn_usd"))
+    running = [c for c in summary.instances if c.state in costs.BILLED_STATES]
+    per: dict[str, dict[str, float]] = {}
+    for c in summary.instances:
+        entry = per.setdefault(c.provider, {"running": 0, "hourly_usd": 0.0, "total_usd": 0.0})
+        entry["total_usd"] = round(entry["total_usd"] + c.total_usd, 4)
+        if c.state in costs.BILLED_STATES:
+            entry["running"] += 1
+            entry["hourly_usd"] = round(entry["hourly_usd"] + (c.hourly_usd or 0.0), 4)
+    warnings = []
+    for c in running:
+        where = f"{c.provider}:{c.instance_id}"
+        if c.billed_s / 3600.0 > warn_h:
+            warnings.append(f"{where} has run {c.billed_s / 3600.0:.1f} h (> {warn_h:g} h)")
+        if c.total_usd > warn_usd:
+            warnings.append(f"{where} has cost ${c.total_usd:.2f} (> ${warn_usd:g})")
+        if c.hourly_usd is None:
+            warnings.append(f"{where}: price unknown (adopted by reconcile); not in the totals")
+    for c in summary.instances:
+        if not c.storage_known:
+            warnings.append(
+                f"{c.provider}:{c.instance_id}: stopped, disk size unknown; "
+                "storage cost not counted (run `runctl reconcile`)"
+            )
+    checks = budget.check(rt, now)
+    for item in checks:
+        if item.level != "ok":
+            warnings.append(
+                f"budget {item.scope}: ${item.spent_usd:.2f} of "
+                f"${item.limit_usd:.2f} ({item.level})"
+            )
+    return {
+        **summary.to_json(),
+        "running": len(running),
+        "daily_projection_usd": round(summary.hourly_burn_usd * 24, 4),
+        "weekly_projection_usd": round(summary.hourly_burn_usd * 168, 4),
+        "providers": per,
+        "budgets": [c.to_json() for c in checks],
+        "warnings": warnings,
+    }
+
+
+def show_summary(data: dict[str, Any]) -> None:
+    click.echo(
+        f"{data['running']} instance(s) running: ${data['hourly_burn_usd']:.2f}/h, "
+        f"today ${data['today_usd']:.2f}, total ${data['total_usd']:.2f}"
+    )
+    click.echo(
+        f"projected: ${data['daily_projection_usd']:.2f}/day, "
+        f"${data['weekly_projection_usd']:.2f}/week"
+    )
+    if data["daily_budget_usd"]:
+        click.echo(f"daily budget: ${data['daily_budget_usd']:.2f}")
+    for name, entry in sorted(data["providers"].items()):
+        click.echo(
+            f"  {name}: {entry['running']} running, ${entry['hourly_usd']:.2f}/h, "
+            f"${entry['total_usd']:.2f} total"
+        )
+    for line in data["warnings"]:
+        click.echo(f"warning: {line}")
+
+
+@resources.command()
+@platform_option
+@refresh_option
+@json_option
+def summary(platforms: tuple[str, ...], no_refresh: bool) -> None:
+    """Hourly burn, today, total, daily/weekly projections, per provider, warnings."""
+    rt = runtime()
+    if not no_refresh:
+        _refresh(rt, _platforms(platforms))
+    data = summary_data(rt)
+    emit(data, lambda: show_summary(data))
+
+
+@resources.command()
+@refresh_option
+@json_option
+def insights(no_refresh: bool) -> None:
+    """Recommendations: long-running, expensive, stopped-but-billing, unpriced machines."""
+    rt = runtime()
+    report = None if no_refresh else _refresh(rt, list(CLOUDS))
+    data = summary_data(rt)
+    tips: list[dict[str, str]] = []
+    from runctl.core import costs
+
+    for c in costs.summarize(rt.store).instances:
+        where = f"{c.provider}:{c.instance_id}"
+        hours = c.billed_s / 3600.0
+        if c.state in costs.BILLED_STATES and hours > float(rt.config.get("costs.warn_hours")):
+            tips.append(
+                {
+                    "instance": where,
+                    "why": f"running {hours:.1f} h",
+                    "do": f"runctl resources cleanup {where} --dry-run",
+                }
+            )
+        if c.state == "stopped":
+            tips.append(
+                {
+                    "instance": where,
+                    "why": f"stopped: its disks still bill ({_money(c.storage_usd)} so far)",
+                    "do": f"runctl resources cleanup {where}",
+                }
+            )
+        if c.state in costs.BILLED_STATES and c.hourly_usd is None:
+            tips.append(
+                {
+                    "instance": where,
+                    "why": "price unknown (made outside this state)",
+                    "do": "check it in the provider console",
+                }
+            )
+    if report is not None:
+        for f in report.of("orphan"):
+            tips.append(
+                {
+                    "instance": f"{f.provider}:{f.instance_id}",
+                    "why": "orphan: runctl made it but had not recorded it",
+                    "do": f"runctl resources cleanup {f.provider}:{f.instance_id}",
+                }
+            )
+    if data["hourly_burn_usd"] > 0 and not data["daily_budget_usd"]:
+        tips.append(
+            {
+                "instance": "",
+                "why": "no daily budget set",
+                "do": "runctl config set costs.daily_budget_usd 50",
+            }
+        )
+    out = {"summary": data, "recommendations": tips}
+
+    def text() -> None:
+        show_summary(data)
+        click.echo("")
+        if not tips:
+            click.echo("no recommendations")
+        for tip in tips:
+            click.echo(
+                f"- {tip['instance'] + ': ' if tip['instance'] else ''}{tip['why']}\n"
+                f"    {tip['do']}"
+            )
+
+    emit(out, text)
+
+
+# ---------------------------------------------------------------------------- acting
+
+
+def _candidates(
+    rt: Runtime,
+    report: Report,
+    named: tuple[str, ...],
+    states: set[str],
+    older_than_s: float | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(targets, refused) among the live runctl-made instances of ``report``."""
+    from runctl.core import costs
+
+    now = datetime.now(UTC)
+    wanted = set(named)
+    live = {f"{i.provider}:{i.instance_id}": i for _, i in report.live}
+    unknown = wanted - set(live)
+    if unknown:
+        from runctl.errors import NotFoundError
+
+        raise NotFoundError(
+            f"not a live runctl-made instance: {', '.join(sorted(unknown))}",
+            hint="name them as PROVIDER:ID; see `runctl resources list`",
+        )
+    targets, refused = [], []
+    for key, instance in live.items():
+        if wanted and key not in wanted:
+            continue
+        if str(instance.state) not in states:
+            continue
+        record = rt.store.get_instance_record(instance.provider, instance.instance_id)
+        cost = None
+        if record is not None:
+            hist = rt.store.instance_history(int(record["resource_id"]))
+            cost = costs.instance_cost(record, hist, now)
+        age = costs.elapsed_s((record or {}).get("created_at"), None, now)
+        row = {
+            "instance": key,
+            "name": instance.name,
+            "state": str(instance.state),
+            "hourly_usd": None if cost is None else cost.hourly_usd,
+            "cost_so_far_usd": None if cost is None else round(cost.total_usd, 4),
+        }
+        if instance.tags.get("runctl:protected", "").lower() == "true":
+            refused.append({**row, "why": "tagged runctl:protected=true"})
+        elif older_than_s and not wanted and age is not None and age < older_than_s:
+            refused.append({**row, "why": f"younger than {duration(older_than_s)}"})
+        else:
+            targets.append(row)
+    return targets, refused
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if is_json():
+        raise UsageError("refusing to act without confirmation under --json", hint="pass --yes")
+    if not click.confirm(question, default=False):
+        raise click.Abort()
+
+
+def _act(rt: Runtime, targets: list[dict[str, Any]], action: str) -> None:
+    from runctl.core.budget import shut_down
+
+    for row in targets:
+        provider, instance_id = row["instance"].split(":", 1)
+        row["result"] = shut_down(rt, provider, instance_id, action, progress)
+        progress(f"{row['instance']}: {row['result']}")
+
+
+def _plan_text(
+    targets: list[dict[str, Any]], refused: list[dict[str, Any]], verb: str, empty: str = ""
+) -> None:
+    if not targets and empty:
+        click.echo(empty)
+    for row in targets:
+        click.echo(
+            f"{verb} {row['instance']} ({row['name']}, {row['state']}, "
+            f"{_money(row['hourly_usd'])}/h, {_money(row['cost_so_far_usd'])} so far)"
+        )
+    for row in refused:
+        click.echo(f"skip {row['instance']}: {row['why']}")
+
+
+@resources.command()
+@click.argument("named", nargs=-1, metavar="[PROVIDER:ID]...")
+@platform_option
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Only machines created longer ago (e.g. 24h); ignored for named ones.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be terminated; change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def cleanup(
+    named: tuple[str, ...],
+    platforms: tuple[str, ...],
+    older_than: str | None,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Terminate runctl-made machines (all, or the NAMED ones); never runctl:protected ones.
+
+    Runctl jobs on them are cancelled first (SIGTERM, grace, SIGKILL).
+    """
+    from runctl.cli.cloud import parse_duration_s
+
+    rt = runtime()
+    chosen = _platforms(platforms)
+    if named:
+        chosen = list(dict.fromkeys(n.split(":", 1)[0] for n in named))
+        bad = [n for n in chosen if n not in CLOUDS]
+        if bad:
+            raise UsageError(
+                f"unknown provider in {', '.join(named)}",
+                hint=f"name instances as PROVIDER:ID with PROVIDER in {', '.join(CLOUDS)}",
+            )
+    limit = parse_duration_s(older_than) if older_than else None
+    report = _refresh(rt, chosen, apply=not dry_run)
+    states = {"running", "pending", "stopped", "stopping", "unknown"}
+    targets, refused = _candidates(rt, report, named, states, limit)
+    total = sum(t["cost_so_far_usd"] or 0.0 for t in targets)
+    question = f"Terminate {len(targets)} instance(s) (${total:.2f} spent so far)?"
+    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes, action="terminate",
+                      question=question, nothing="nothing to clean up")  # fmt: skip
+
+
+def _plan_confirm_act(
+    rt: Any, report: Any, targets: list[dict[str, Any]], refused: list[dict[str, Any]], *,
+    dry_run: bool, yes: bool, action: str, question: str, nothing: str,
+) -> None:  # fmt: skip
+    """Show the plan; unless dry-run, ask (or --yes), act on every target, report results."""
+    data: dict[str, Any] = {
+        "dry_run": dry_run,
+        "targets": targets,
+        "refused": refused,
+        "skipped_providers": report.skipped,
+    }
+    if not targets or dry_run:
+        emit(data, lambda: _plan_text(targets, refused, f"would {action}", nothing))
+        return
+    if not is_json():
+        _plan_text(targets, refused, action)
+    _confirm(question, yes)
+    _act(rt, targets, action)
+    done = "terminated" if action == "terminate" else "stopped"
+    emit(data, f"{done} {sum(t['result'] == done for t in targets)} instance(s)")
+
+
+@resources.command(name="stop-all")
+@platform_option
+@click.option("--dry-run", is_flag=True, help="Show what would be stopped; change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def stop_all(platforms: tuple[str, ...], dry_run: bool, yes: bool) -> None:
+    """Stop every running runctl-made machine, cancelling its runctl jobs gracefully first.
+
+    Machines that cannot be stopped (Lyceum) are listed and left running.
+    """
+    rt = runtime()
+    report = _refresh(rt, _platforms(platforms), apply=not dry_run)
+    targets, refused = _candidates(rt, report, (), {"running", "pending"}, None)
+    burn = sum(t["hourly_usd"] or 0.0 for t in targets)
+    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes, action="stop",
+                      question=f"Stop {len(targets)} instance(s) (saves ${burn:.2f}/h)?",
+                      nothing="nothing running")  # fmt: skip
+
+
+@resources.command()
+@click.option(
+    "--action",
+    type=click.Choice(["warn", "stop", "terminate"]),
+    help="Override costs.budget_action for this run.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@json_option
+def enforce(action: str | None, dry_run: bool) -> None:
+    """Check the daily budget and per-job --budget; act on crossed ones per costs.budget_action.
+
+    Run it from cron or a scheduler: nothing enforces budgets while no runctl command runs.
+    """
+    from runctl.core import budget
+
+    rt = runtime()
+    chosen = action or str(rt.config.get("costs.budget_action"))
+    checks = budget.check(rt)
+    actions = budget.enforce(rt, checks, chosen, dry_run=dry_run, progress=progress)
+    data = {
+        "action": chosen,
+        "dry_run": dry_run,
+        "budgets": [c.to_json() for c in checks],
+        "actions": actions,
+    }
+
+    def text() -> None:
+        if not checks:
+            click.echo("no budgets set (costs.daily_budget_usd, run --budget)")
+        for c in checks:
+            click.echo(f"{c.scope}: ${c.spent_usd:.2f} of ${c.limit_usd:.2f} ({c.level})")
+        for a in actions:
+            click.echo(f"{a['action']} {a['instance']}: {a['result']}")
+
+    emit(data, text)
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+@click.command()
+@platform_option
+@click.option("--dry-run", is_flag=True, help="Report only; do not update the state database.")
+@json_option
+def reconcile(platforms: tuple[str, ...], dry_run: bool) -> None:
+    """Compare provider listings with state: orphans, vanished, drifted (and fix state)."""
+    rt = runtime()
+    report = _refresh(rt, _platforms(platforms), apply=not dry_run)
+    data = {**report.to_json(), "dry_run": dry_run}
+
+    def text() -> None:
+        rows = [
+            (f.kind, f"{f.provider}:{f.instance_id}", f.name, f.recorded_state or "", f.state)
+            for f in report.findings
+        ]
+        if rows:
+            table(["kind", "instance", "name", "recorded", "provider says"], rows)
+        counts = {k: len(report.of(k)) for k in ("orphan", "vanished", "drifted", "known")}
+        click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+        if report.of("orphan"):
+            click.echo("terminate orphans with `runctl resources cleanup PROVIDER:ID`")
+
+    emit(data, text)
