@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -235,29 +234,12 @@ def _latest_job(instance_id: str) -> Job:
 @json_option
 def aws_monitor(instance_id: str, follow: bool, lines: int) -> None:
     """Show the log of the latest job on INSTANCE_ID (--follow to stream it)."""
-    from runctl.cli.jobs import job_json
-    from runctl.cli.output import binary_stdout
-    from runctl.core import jobs as core
+    from runctl.cli.jobs import show_log
     from runctl.providers.aws.provider import check_instance_id
 
-    rt = runtime()
     job = _latest_job(check_instance_id(instance_id))
-    if is_json():
-        import io
-
-        buffer = io.BytesIO()
-        job, _ = core.follow(rt, job, buffer, progress, follow=follow, last_lines=lines)
-        emit(job_json(job, instance_id=instance_id, log_path=f"{job.job_dir}/log",
-                      output=buffer.getvalue().decode(errors="replace")))  # fmt: skip
-        return
-    try:
-        job, _ = core.follow(rt, job, binary_stdout(), progress, follow=follow,
-                             last_lines=lines)  # fmt: skip
-    except KeyboardInterrupt:
-        progress(f"\nstopped following; {job.job_id} keeps running")
-        sys.exit(0)
-    if follow:
-        progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
+    show_log(job, follow=follow, last_lines=lines, log_key="output", instance_id=instance_id,
+             log_path=f"{job.job_dir}/log")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- processes

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runctl.cli.output import binary_stdout, emit, is_json, json_option, progress, runtime, table
+from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
 from runctl.errors import ConflictError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -285,21 +285,9 @@ def monitor_command(cloud: Cloud) -> click.Command:
                   show_default=True, help="Start with the last N lines.")  # fmt: skip
     @json_option
     def cmd(instance_id: str, job_ref: str | None, follow: bool, tail: int) -> None:
-        import io
+        from runctl.cli.jobs import show_log
 
-        from runctl.cli.jobs import job_json
-        from runctl.core import jobs as core
-
-        rt = runtime()
-        job = _job_on(rt, cloud, instance_id, job_ref)
-        if is_json():
-            buffer = io.BytesIO()
-            job, _ = core.follow(rt, job, buffer, progress, follow=follow, last_lines=tail)
-            emit(job_json(job, log=buffer.getvalue().decode(errors="replace")))
-            return
-        job, _ = core.follow(rt, job, binary_stdout(), progress, follow=follow, last_lines=tail)
-        if follow and job.state.is_final:
-            progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
+        show_log(_job_on(runtime(), cloud, instance_id, job_ref), follow=follow, last_lines=tail)
 
     cmd.help = f"Show the log of the latest (or --job) runctl job on a {cloud.noun}; -f follows."
     return cmd

@@ -444,27 +444,41 @@ def _list_checkpoints(job: Job) -> list[dict[str, Any]]:
 @json_option
 def logs(job_ref: str, follow: bool, tail: int | None, node: int | None) -> None:
     """Print JOB's log (stdout+stderr). Reconnects by byte offset if the host drops."""
-    from runctl.core import jobs as core
     from runctl.core.multinode import node_job
 
-    rt = runtime()
-    job = rt.store.get_job(job_ref)
+    job = runtime().store.get_job(job_ref)
     if node:
         job = node_job(job, node)
+    show_log(job, follow=follow, last_lines=tail or 0)
+
+
+def show_log(
+    job: Job, *, follow: bool, last_lines: int, log_key: str = "log", **extra: Any
+) -> None:
+    """Print ``job``'s log (all of it, or the last N lines), following it if asked.
+
+    Under --json the log is collected into one JSON document (under ``log_key``, with
+    ``extra``); otherwise it streams to stdout and Ctrl-C stops following, not the job.
+    Shared by `logs` and the providers' `monitor` commands.
+    """
+    from runctl.core import jobs as core
+
+    rt = runtime()
     if is_json():
         import io
 
         buffer = io.BytesIO()
-        job, end = core.follow(rt, job, buffer, progress, follow=follow, last_lines=tail or 0)
-        emit(job_json(job, log=buffer.getvalue().decode(errors="replace")))
+        job, _ = core.follow(rt, job, buffer, progress, follow=follow, last_lines=last_lines)
+        extra[log_key] = buffer.getvalue().decode(errors="replace")
+        emit(job_json(job, **extra))
         return
     try:
         job, _ = core.follow(rt, job, binary_stdout(), progress, follow=follow,
-                             last_lines=tail or 0)  # fmt: skip
+                             last_lines=last_lines)  # fmt: skip
     except KeyboardInterrupt:
         progress(f"\nstopped following; {job.job_id} keeps running")
         sys.exit(0)
-    if follow and job.state.is_final:
+    if follow:
         progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
 
 
