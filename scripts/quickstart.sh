@@ -16,4 +16,4 @@ echo; echo "==> runctl jobs"; $R jobs
 echo; echo "==> runctl status $JOB"; $R status "$JOB"
 echo; echo "==> runctl logs $JOB --tail 3"; $R logs "$JOB" --tail 3
 echo; echo "==> running it again resumes from the latest checkpoint:"
-$R run --name quickstart examples/train_mnist.py --follow -- --epochs 4 | head -3
+$R run --name quickstart examples/train_mnist.py --follow -- --epochs 4
