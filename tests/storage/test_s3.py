@@ -225,6 +225,56 @@ def test_upload_and_download_tree_round_trip(
 
 
 @pytest.mark.integration
+def test_small_objects_go_direct_and_round_trip_odd_keys(
+    storage: S3Storage, bucket: str, tmp_path: Path
+) -> None:
+    """Small objects skip botocore (signed by runctl) and still match what botocore sees."""
+    odd = {"a b/c+d=e.txt": b"spaces and signs", "ü/naïve~1.bin": b"\x00\x01", "x!'()*.pt": b"x"}
+    src = _tree(tmp_path / "src", odd)
+    up = storage.upload(src, S3Uri(bucket, "odd/"), TransferOptions(verify=True))
+    assert (up.files, up.failed, up.verified) == (3, [], 3)
+    direct = storage._direct()
+    # The first object of the bucket goes through botocore, which shows the way for the rest.
+    assert (direct.direct_count, direct.fallback_count) == (2, 1)
+    got = storage.client.get_object(Bucket=bucket, Key="odd/a b/c+d=e.txt")
+    assert got["Body"].read() == b"spaces and signs" and got["ContentType"] == "text/plain"
+    down = storage.download(S3Uri(bucket, "odd"), tmp_path / "out", TransferOptions(verify=True),
+                            True)  # fmt: skip
+    assert (down.files, down.verified) == (3, 3) and _read_tree(tmp_path / "out") == odd
+    assert (direct.direct_count, direct.fallback_count) == (5, 1)
+
+
+@pytest.mark.integration
+def test_direct_path_falls_back_to_botocore_errors(
+    seaweed: Any, bucket: str, tmp_path: Path, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused signature is redone by botocore, whose error the user sees."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    wrong = S3Storage(S3Settings(endpoint_url=seaweed.endpoint_url))
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(AuthError, match="SignatureDoesNotMatch"):
+        wrong.upload(tmp_path / "f.txt", S3Uri(bucket, "f.txt"), TransferOptions())
+    assert wrong._direct().direct_count == 0
+
+
+@pytest.mark.integration
+def test_refused_direct_request_is_redone_by_botocore(
+    storage: S3Storage, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+    storage.upload(tmp_path / "a", S3Uri(bucket, "a"), TransferOptions())  # learns the layout
+    direct = storage._direct()
+    monkeypatch.setattr(direct, "_signing_key", lambda *_: b"wrong key")  # server says 403
+    storage.upload(tmp_path / "b", S3Uri(bucket, "b"), TransferOptions())
+    storage.upload(tmp_path / "c", S3Uri(bucket, "c"), TransferOptions())
+    assert (direct.direct_count, direct.fallback_count) == (0, 3)  # refused once, then off
+    assert direct._refused == {bucket}
+    keys = sorted(o.key for o in storage.iter_objects(bucket, ""))
+    assert keys == ["a", "b", "c"]
+
+
+@pytest.mark.integration
 def test_include_exclude_filter_uploads(storage: S3Storage, bucket: str, tmp_path: Path) -> None:
     src = _tree(tmp_path / "src", FILES)
     opts = TransferOptions(include=("*.pt", "*.txt"), exclude=("empty.*",))

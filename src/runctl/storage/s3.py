@@ -59,6 +59,7 @@ from runctl.errors import (
     aws_credentials_error,
 )
 from runctl.storage.checkpoints import CHECKPOINT_EXTS, step_of
+from runctl.storage.s3_direct import DirectFailed, DirectS3
 
 if TYPE_CHECKING:
     from boto3.s3.transfer import TransferConfig
@@ -475,6 +476,7 @@ class S3Storage:
         self._warn_fn = warn
         self._client = client
         self._client_lock = threading.Lock()
+        self._direct_s3: DirectS3 | None = None
 
     @property
     def client(self) -> S3Client:
@@ -482,6 +484,15 @@ class S3Storage:
             if self._client is None:
                 self._client = make_client(self.settings)
             return self._client
+
+    def _direct(self) -> DirectS3:
+        """The botocore-free path for small objects (falls back to the client by itself)."""
+        with self._client_lock:
+            if self._direct_s3 is None:
+                client = self._client or make_client(self.settings)
+                self._client = client
+                self._direct_s3 = DirectS3(client, 2 * self.settings.max_concurrency + 4)
+            return self._direct_s3
 
     @property
     def endpoint(self) -> str:
@@ -653,8 +664,12 @@ class S3Storage:
             if opts.verify:
                 expected = _b64(hashlib.sha256(body).digest())
                 extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": expected}
-            self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta,
-                                   ContentType=content_type, **extra)  # fmt: skip
+            try:
+                self._direct().put(bucket, key, body, content_type=content_type,
+                                   metadata=meta, sha256_b64=expected)  # fmt: skip
+            except DirectFailed:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta,
+                                       ContentType=content_type, **extra)  # fmt: skip
             self.progress.advance(size)
             done = _Done(bytes=size)
         if opts.verify:
@@ -923,12 +938,9 @@ class S3Storage:
         tmp = job.path.with_name(f".{job.path.name}.{uuid.uuid4().hex[:8]}.runctl-part")
         try:
             if job.size < self.settings.multipart_threshold:
-                extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if opts.verify else {}
-                answer = self.client.get_object(Bucket=bucket, Key=job.key, **extra)
-                data = answer["Body"].read()
+                head, data = self._get_small(bucket, job.key, opts.verify)
                 tmp.write_bytes(data)
                 self.progress.advance(len(data))
-                head: dict[str, Any] = dict(answer)
             else:
                 head = self.head(S3Uri(bucket, job.key)) or {}
                 self.client.download_file(bucket, job.key, str(tmp),
@@ -952,6 +964,15 @@ class S3Storage:
             return _Done(bytes=job.size, verified=verified, warning=warning)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _get_small(self, bucket: str, key: str, verify: bool) -> tuple[dict[str, Any], bytes]:
+        try:
+            fetched = self._direct().get(bucket, key, checksum_mode=verify)
+            return fetched.headers, fetched.body
+        except DirectFailed:
+            extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if verify else {}
+            answer = self.client.get_object(Bucket=bucket, Key=key, **extra)
+            return dict(answer), answer["Body"].read()
 
     def _verify_local(
         self, path: Path, head: dict[str, Any], job: _Job, compressed: bool, decompressed: bool
