@@ -1,0 +1,109 @@
+"""S3Storage: uploads and downloads plus delete, sync, cleanup, watch and review."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runctl.errors import (
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    pass
+from runctl.storage.s3.download import _Downloads
+from runctl.storage.s3.model import (
+    CleanupPlan,
+    ObjectInfo,
+    TransferOptions,
+    TransferSummary,
+    WatchEvent,
+    WatchPoll,
+)
+from runctl.storage.s3.review import classify, order_checkpoints, review_objects
+from runctl.storage.s3.upload import _Uploads
+from runctl.storage.s3.uri import S3Uri, is_s3_uri, parse_uri
+
+
+class S3Storage(_Uploads, _Downloads):
+    """S3 operations for one set of settings; safe to share between threads."""
+
+    # ------------------------------------------------------------------------- sync
+
+    def sync(self, src: str, dst: str, opts: TransferOptions) -> TransferSummary:
+        """Make ``dst`` match ``src`` (one of them an s3:// prefix, the other a directory)."""
+        opts = replace(opts, skip_unchanged=True)
+        if is_s3_uri(src) == is_s3_uri(dst):
+            raise UsageError(
+                "sync needs one local directory and one s3:// location",
+                hint="e.g. runctl s3 sync ./checkpoints s3://bucket/run1/",
+            )
+        if is_s3_uri(dst):
+            local = Path(src)
+            if not local.is_dir():
+                raise UsageError(
+                    f"{src} is not a directory",
+                    hint="sync copies directories; use `runctl s3 upload` for a file",
+                )
+            summary = self.upload(local, parse_uri(dst), opts)
+        else:
+            remote = parse_uri(src)
+            local = Path(dst)
+            if local.exists() and not local.is_dir():
+                raise UsageError(f"{dst} is not a directory")
+            summary = self.download(S3Uri(remote.bucket, remote.prefix), local, opts, True)
+        summary.operation = "sync"
+        return summary
+
+    # ------------------------------------------------------------------------- cleanup
+
+    def plan_cleanup(self, uri: S3Uri, keep_last_n: int) -> CleanupPlan:
+        """Which checkpoint objects under ``uri`` to keep and which to delete; no side effects."""
+        checkpoints = order_checkpoints(
+            [
+                o
+                for o in self.iter_objects(uri.bucket, uri.prefix)
+                if classify(o.key) == "checkpoint"
+            ]
+        )
+        cut = max(len(checkpoints) - keep_last_n, 0)
+        return CleanupPlan(uri, checkpoints[cut:], checkpoints[:cut])
+
+    # ------------------------------------------------------------------------- watch / review
+
+    def watch(
+        self, uri: S3Uri, interval_s: float, max_polls: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[WatchPoll]:  # fmt: skip
+        """Poll ``uri`` every ``interval_s``; yield each poll with what changed since the last.
+
+        The first poll only takes stock (no events). Blocks in ``sleep`` between polls.
+        """
+        seen: dict[str, ObjectInfo] | None = None
+        number = 0
+        while max_polls is None or number < max_polls:
+            if number:
+                sleep(interval_s)
+            number += 1
+            now = {o.key: o for o in self.iter_objects(uri.bucket, uri.prefix)}
+            events: list[WatchEvent] = []
+            if seen is not None:
+                for key, obj in now.items():
+                    old = seen.get(key)
+                    if old is None:
+                        events.append(WatchEvent("new", obj))
+                    elif (old.etag, old.size, old.last_modified) != (
+                        obj.etag, obj.size, obj.last_modified,
+                    ):  # fmt: skip
+                        events.append(WatchEvent("changed", obj))
+                events += [WatchEvent("deleted", o) for k, o in seen.items() if k not in now]
+            seen = now
+            yield WatchPoll(number, len(now), sum(o.size for o in now.values()), events)
+
+    def review(self, uri: S3Uri, top_n: int = 10) -> dict[str, Any]:
+        """Counts and sizes by kind, the largest objects and the latest checkpoint."""
+        report = review_objects(list(self.iter_objects(uri.bucket, uri.prefix)), top_n)
+        return {"path": str(uri), **report}
