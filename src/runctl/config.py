@@ -71,6 +71,17 @@ SCHEMA: dict[str, Key] = {
         "SSM parameter naming the AMI for other types",
     ),
     "aws.host_cli": Key(str, "aws", "AWS CLI on instances, for train --data-s3/--output-s3"),
+    "aws.imds_url": Key(
+        str, "http://169.254.169.254", "metadata service spot instances poll for notices"
+    ),
+    "aws.spot_poll_s": Key(float, 5.0, "seconds between spot-notice polls on spot instances"),
+    "watchdog.check_s": Key(float, 5.0, "seconds between the host watchdog's policy checks"),
+    "watchdog.shutdown_command": Key(
+        str,
+        "",
+        "command a host runs to stop itself when a watchdog policy fires "
+        "(AWS default: sudo -n shutdown -h now; local and SSH hosts: only when set)",
+    ),
     "docker.base_image": Key(
         str, "python:3.11-slim", "base image of a generated Dockerfile (no Dockerfile found)"
     ),

@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wait": ("runctl.cli.jobs:wait", "Wait for a job; exit with its exit code."),
     "cancel": ("runctl.cli.jobs:cancel", "Stop a job: SIGTERM, grace period, SIGKILL."),
     "get": ("runctl.cli.jobs:get", "Download a file or directory from a job."),
+    "workflow": (
+        "runctl.cli.workflow:workflow",
+        "Whole runs: create, train, fetch outputs, terminate.",
+    ),
+    "recover": ("runctl.cli.recover:recover", "Restart a job on a new machine when interrupted."),
     "hosts": ("runctl.cli.hosts:hosts", "Register and list SSH hosts."),
     "aws": ("runctl.cli.aws:aws", "EC2 instances: create, train, monitor, stop, EBS volumes."),
     "docker": ("runctl.cli.docker:docker", "Build and push container images (ECR, any registry)."),
@@ -41,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": (
         "runctl.cli.resources:reconcile",
         "Find orphaned, vanished and drifted cloud instances.",
+    ),
+    "watchdog": (
+        "runctl.cli.watchdog:watchdog",
+        "Host watchdog: max duration, idle, spot notices.",
     ),
     "top": ("runctl.cli.top:top", "Live dashboard: machines, jobs, utilisation, costs."),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fixtures import lyceum_fake, runpod_fake, sleeps
+from tests.fakes.fixtures import lyceum_fake, remote_dir, runpod_fake, sleeps
 from tests.fakes.lyceum_server import FakeLyceum
 from tests.fakes.runpod_server import FakeRunpod
-from tests.providers.aws.conftest import MotoAWS, moto_aws, moto_endpoint
+from tests.providers.aws.conftest import MotoAWS, aws_ssh, cli_fast, moto_aws, moto_endpoint
 
-__all__ = ["lyceum_fake", "moto_aws", "moto_endpoint", "runpod_fake", "sleeps"]
+__all__ = ["aws_ssh", "cli_fast", "lyceum_fake", "moto_aws", "moto_endpoint", "runpod_fake",
+           "sleeps"]  # fmt: skip
 
 GPU = "NVIDIA GeForce RTX 4090"
 
@@ -35,23 +36,37 @@ def ok(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
 
 
-@pytest.fixture
-def pods(runpod_fake: FakeRunpod, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRunpod:
-    monkeypatch.setenv("RUNPOD_API_KEY", runpod_fake.api_key)
+def _use_runpod(fake: FakeRunpod, tmp_path: Path, mp: pytest.MonkeyPatch, extra: str = "") -> None:
+    mp.setenv("RUNPOD_API_KEY", fake.api_key)
     append_config(
         tmp_path,
-        f'\n[runpod]\napi_url = "{runpod_fake.rest_url}"\n'
-        f'graphql_url = "{runpod_fake.graphql_url}"\npoll_interval_s = 0.01\n',
+        f'\n[runpod]\napi_url = "{fake.rest_url}"\n'
+        f'graphql_url = "{fake.graphql_url}"\npoll_interval_s = 0.01\n{extra}',
     )
+
+
+def _use_lyceum(fake: FakeLyceum, tmp_path: Path, mp: pytest.MonkeyPatch, extra: str = "") -> None:
+    mp.setenv("LYCEUM_API_KEY", fake.api_key)
+    append_config(
+        tmp_path, f'\n[lyceum]\napi_url = "{fake.api_url}"\npoll_interval_s = 0.01\n{extra}'
+    )
+
+
+def _ssh_keys(sshd: Any, prefix: str) -> str:
+    return (
+        f'ssh_user = "{sshd.user}"\nssh_key = "{sshd.key}"\nremote_dir = "{remote_dir(prefix)}"\n'
+    )
+
+
+@pytest.fixture
+def pods(runpod_fake: FakeRunpod, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRunpod:
+    _use_runpod(runpod_fake, tmp_path, monkeypatch)
     return runpod_fake
 
 
 @pytest.fixture
 def vms(lyceum_fake: FakeLyceum, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLyceum:
-    monkeypatch.setenv("LYCEUM_API_KEY", lyceum_fake.api_key)
-    append_config(
-        tmp_path, f'\n[lyceum]\napi_url = "{lyceum_fake.api_url}"\npoll_interval_s = 0.01\n'
-    )
+    _use_lyceum(lyceum_fake, tmp_path, monkeypatch)
     return lyceum_fake
 
 
@@ -61,3 +76,24 @@ def clouds(
 ) -> tuple[MotoAWS, FakeRunpod, FakeLyceum]:
     """All three providers at once (moto's fixture writes the config file first)."""
     return moto_aws, pods, vms
+
+
+@pytest.fixture
+def pods_ssh(
+    runpod_fake: FakeRunpod, sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeRunpod:
+    """The fake RunPod with every pod's SSH endpoint on the loopback sshd stand (use it
+    instead of ``pods``, after ``moto_aws`` if both: that one rewrites the config file)."""
+    runpod_fake.ssh_port = sshd.port
+    _use_runpod(runpod_fake, tmp_path, monkeypatch, _ssh_keys(sshd, "rp"))
+    return runpod_fake
+
+
+@pytest.fixture
+def vms_ssh(
+    lyceum_fake: FakeLyceum, sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeLyceum:
+    """The fake Lyceum with every VM's SSH endpoint on the loopback sshd stand."""
+    lyceum_fake.ssh_port = sshd.port
+    _use_lyceum(lyceum_fake, tmp_path, monkeypatch, _ssh_keys(sshd, "ly"))
+    return lyceum_fake

@@ -8,13 +8,16 @@ import subprocess
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runctl.models import Job, JobState
 from runctl.state.store import Store
 from tests.conftest import CLI, job_id_of, need
+from tests.fakes.lyceum_server import FakeLyceum
 from tests.fakes.runpod_server import FakeRunpod
+from tests.providers.aws.conftest import MotoAWS, created_id
 from tests.resources.conftest import GPU, append_config, ok
 
 RP = ("--platform", "runpod")
@@ -72,6 +75,48 @@ def test_job_budget_is_recorded_and_checked(
     assert check["level"] == "over" and check["targets"] == [f"runpod:{pod}"]
     assert dry["actions"][0]["instance"] == f"runpod:{pod}"
     assert pods.pods[pod]["status"] == "RUNNING"
+
+
+@pytest.mark.integration
+def test_train_budget_on_every_cloud(
+    cli: CLI,
+    cli_fast: CLI,
+    aws_ssh: MotoAWS,
+    sshd: Any,
+    pods_ssh: FakeRunpod,
+    vms_ssh: FakeLyceum,
+    project: Path,
+    runctl_home: Path,
+) -> None:
+    """`--budget USD` on `aws train`, `runpod train` and `lyceum train`, as on `runctl run`."""
+    (project / "sleepy.py").write_text("import time\ntime.sleep(120)\n")
+    iid = created_id(cli_fast("aws", "create", "t3.micro", "--json"))
+    aws_ssh.point_ssh_at(iid, sshd)
+    pod = ok(cli_fast("runpod", "create", "--gpu", GPU, "--json"))["id"]
+    vm = ok(cli_fast("lyceum", "create", "--json"))["id"]
+    trains = {
+        "aws": ("aws", "train", iid, "--budget", "3"),
+        "runpod": ("runpod", "train", "--pod-id", pod, "--budget", "2.5"),
+        "lyceum": ("lyceum", "train", "--vm-id", vm, "--budget", "0.75"),
+    }
+    jobs = {k: ok(cli(*argv, "sleepy.py", "--json", cwd=project))["job_id"]
+            for k, argv in trains.items()}  # fmt: skip
+    store = Store.open(runctl_home / "state.db")
+    limits = {k: store.get_job(j).spec["budget_usd"] for k, j in jobs.items()}
+    assert limits == {"aws": 3.0, "runpod": 2.5, "lyceum": 0.75}
+    checks = ok(cli_fast("resources", "enforce", "--action", "stop", "--dry-run", "--json"))
+    scopes = {b["scope"]: b for b in checks["budgets"]}
+    for cloud, job_id in jobs.items():
+        assert scopes[f"job:{job_id}"]["limit_usd"] == limits[cloud]
+        assert scopes[f"job:{job_id}"]["level"] == "ok"
+    assert scopes[f"job:{jobs['runpod']}"]["targets"] == [f"runpod:{pod}"]
+    for argv in trains.values():
+        bad = cli(*argv[:-1], "0", "sleepy.py", cwd=project)
+        assert bad.returncode == 2 and "--budget" in bad.stderr
+    done = ok(cli_fast("resources", "cleanup", "--yes", "--json"))  # cancels the jobs first
+    assert sorted(t["result"] for t in done["targets"]) == ["terminated"] * 3
+    store = Store.open(runctl_home / "state.db")
+    assert {store.get_job(j).state for j in jobs.values()} == {JobState.CANCELLED}
 
 
 # ------------------------------------------------------------------------ html in chromium

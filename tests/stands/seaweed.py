@@ -138,8 +138,9 @@ def seaweed_available() -> str | None:
     return None
 
 
-def start_seaweed(workdir: Path, attempts: int = 3) -> SeaweedStand:
-    """Start ``weed mini`` on free loopback ports; return once S3 answers on the chosen port."""
+def start_seaweed(workdir: Path, attempts: int = 3, bind: str = "127.0.0.1") -> SeaweedStand:
+    """Start ``weed mini`` on free ports of ``bind`` (default loopback; e.g. a netns host's
+    veth peer so that hosts in namespaces reach it); return once S3 answers on that port."""
     weed = weed_binary()
     if weed is None:
         raise RuntimeError(seaweed_available())
@@ -155,10 +156,10 @@ def start_seaweed(workdir: Path, attempts: int = 3) -> SeaweedStand:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))  # fmt: skip
-        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS), bind), strict=True))
         argv = [
             str(weed), f"-logdir={run_dir / 'log'}", "mini", f"-dir={run_dir / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            f"-ip={bind}", f"-ip.bind={bind}", "-master.telemetry=false",
             f"-s3.config={config}", "-s3.allowDeleteBucketNotEmpty=false",
             f"-s3.localSocket={run_dir / 's3.sock'}",
             f"-filer.localSocket={run_dir / 'filer.sock'}",
@@ -169,7 +170,7 @@ def start_seaweed(workdir: Path, attempts: int = 3) -> SeaweedStand:
         proc = _spawn(argv, log, run_dir)
         stand = SeaweedStand(
             workdir=run_dir,
-            endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
+            endpoint_url=f"http://{bind}:{ports['s3.port']}",
             port=ports["s3.port"],
             proc=proc,
             log=log,
@@ -220,13 +221,13 @@ def _answers_as_s3(endpoint_url: str) -> bool:
     return b"<?xml" in body or b"ListAllMyBucketsResult" in body or b"<Error>" in body
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (kept bound until all are picked)."""
+def _free_ports(count: int, bind: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports on ``bind`` (kept bound until all are picked)."""
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s.bind((bind, 0))
             sockets.append(s)
         return [int(s.getsockname()[1]) for s in sockets]
     finally:

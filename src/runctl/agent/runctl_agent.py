@@ -24,6 +24,7 @@ Sub-commands (each prints JSON on stdout unless it streams a log):
     apply-manifest --code-dir C                    delete removed files, record the manifest
     checkpoints --dir D [--keep N [--dry-run]]     list (and prune) checkpoints
     hash --path P                                  sha256 of a file or of every file under P
+    watchdog arm|status|disarm|run --base B        host watchdog (see the watchdog section)
 
 Exit codes of ``start``: 0 started, 10 code dir does not match the expected manifest (the CLI
 re-syncs and retries), 11 another job of the project is running (--exclusive), 12 bad spec.
@@ -32,7 +33,9 @@ re-syncs and retries), 11 another job of the project is running (--exclusive), 1
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +46,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
 HEARTBEAT_S = 5.0
@@ -248,11 +253,20 @@ class Supervisor:
 
     def on_signal(self, signum: int, _frame: object) -> None:
         if self.cancel_at is None:
-            # `cancel --grace` leaves its wish in a file; otherwise the spec's default applies.
+            # `cancel --grace` (or the watchdog's spot notice) leaves its wish in a file;
+            # otherwise the spec's default applies.
             request = _read_json(os.path.join(self.job_dir, "cancel.json"))
-            grace = float(request.get("grace_s", self.spec.get("grace_s", 10.0)))
+            preempt = _read_json(os.path.join(self.job_dir, "preempt.json"))
+            grace = float((request or preempt).get("grace_s", self.spec.get("grace_s", 10.0)))
             self.cancel_at = time.time() + grace
             self.set_state(cancel_requested_at=_now())
+            why = request.get("reason")
+            if preempt and not request:
+                why = "{} ({} at {})".format(
+                    *(preempt.get(k) for k in ("reason", "action", "time"))
+                )
+            if why:
+                self.note(f"{why}: stopping the job (SIGTERM, SIGKILL after {grace:.0f}s)")
         if self.child is not None and self.child.poll() is None:
             _killpg(self.child.pid, signal.SIGTERM)
 
@@ -386,6 +400,10 @@ class Supervisor:
         requested = os.path.exists(os.path.join(self.job_dir, "cancel.json"))
         if final == "cancelled" and self.spec.get("launcher") == "slurm" and not requested:
             final = "preempted"
+        preempt = _read_json(os.path.join(self.job_dir, "preempt.json"))
+        if final == "cancelled" and preempt and not requested:  # the watchdog's spot notice
+            final = "preempted"
+            self.set_state(preempted_reason=preempt.get("reason"))
         with open(self.paths["exit_code"], "w") as fh:
             fh.write(str(rc))
         self.set_state(state=final, exit_code=rc, ended_at=_now())
@@ -449,10 +467,17 @@ class CheckpointUploader:
         self.next_at = time.time() + self.interval
 
     def tick(self, now: float) -> None:
-        if not self.argv or self.interval <= 0 or now < self.next_at:
+        # <job_dir>/sync-now (the watchdog, on a rebalance recommendation) asks for a copy now.
+        flag = os.path.join(self.supervisor.job_dir, "sync-now")
+        asked = os.path.exists(flag)
+        if not self.argv or (not asked and (self.interval <= 0 or now < self.next_at)):
             return
         if self.proc is not None and self.proc.poll() is None:
             return  # the previous copy is still running
+        if asked:
+            with contextlib.suppress(OSError):
+                os.unlink(flag)
+            self.supervisor.note("checkpoint upload requested by the watchdog (rebalance)")
         self.next_at = now + self.interval
         self.proc = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
@@ -801,6 +826,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    touch_controller(os.path.expanduser(args.base))
     jobs_root = os.path.join(os.path.expanduser(args.base), "jobs")
     ids = args.job_ids or (sorted(os.listdir(jobs_root)) if os.path.isdir(jobs_root) else [])
     out = {}
@@ -815,6 +841,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     job_dir = os.path.expanduser(args.job_dir)
     paths = _job_paths(job_dir)
     offset = args.offset
+    base = _read_json(paths["job.json"]).get("base")
+    touched = touch_controller(base)
     out = sys.stdout.buffer
     try:
         fh = open(paths["log"], "rb")  # noqa: SIM115 - closed by the `with fh` below
@@ -838,6 +866,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             status = _job_status(job_dir)
             if status["state"] in ("lost", "unknown"):
                 misses += 1  # a transient read must not end the stream; a real loss persists
+            if time.time() - touched >= HEARTBEAT_S:  # a follower is a live controller
+                touched = touch_controller(base)
             if status["state"] in FINAL or misses >= 3:
                 # Drain whatever landed between the last read and the state check.
                 while fh.tell() < os.path.getsize(paths["log"]):
@@ -878,6 +908,7 @@ def _offset_of_last_lines(fh: object, count: int) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     job_dir = os.path.expanduser(args.job_dir)
+    touch_controller(_read_json(_job_paths(job_dir)["job.json"]).get("base"))
     deadline = time.time() + args.timeout if args.timeout else None
     while True:
         status = _job_status(job_dir)
@@ -1110,6 +1141,406 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- watchdog
+#
+# One daemon per base dir B (single instance: flock on B/watchdog.lock) enforces policies
+# even with the laptop closed. Config in B/watchdog.json (written by `watchdog arm`):
+#   check_s, spot {url, poll_s} | null, deadline_at, idle_timeout_s, idle_gpu_util_pct,
+#   lost_controller_timeout_s, action (stop|terminate|none), recipe {argv} | {http} | null.
+# A spot notice (IMDSv2) preempts the running jobs: preempt.json + SIGTERM; their agents end
+# them as "preempted" after the grace period and the final checkpoint upload. A rebalance
+# recommendation asks each job for an immediate upload (<job_dir>/sync-now). When a policy
+# fires: B/watchdog-fired.json, running jobs cancelled gracefully, then the recipe (the host
+# stops or deletes itself), retried until it succeeds. Notes go to B/watchdog.log.
+
+WD_FILES = ("watchdog.json", "watchdog.lock", "watchdog.pid", "watchdog.log",
+            "watchdog-fired.json", "watchdog-state.json", "spot-notice.json", "rebalance.json",
+            "controller.heartbeat")  # fmt: skip
+LIVE = ("starting", "setup", "running")
+IMDS_TOKEN_TTL_S = 21600
+FINAL_SYNC_RESERVE_S = 30.0  # of the ~2 min spot notice, kept for the final checkpoint upload
+RECIPE_RETRY_MAX_S = 60.0
+
+
+def _wd(base: str) -> dict:
+    return {n: os.path.join(base, n) for n in WD_FILES}
+
+
+def touch_controller(base: str | None) -> float:
+    """Record contact from runctl (the lost-controller policy's clock); returns now."""
+    now = time.time()
+    if base and os.path.isfile(os.path.join(base, "watchdog.json")):
+        path = os.path.join(base, "controller.heartbeat")
+        with contextlib.suppress(OSError), open(path, "w") as fh:
+            fh.write(_now())
+    return now
+
+
+def _epoch(text: object) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+class Imds:
+    """IMDSv2: a session token (PUT, TTL header), then GETs carrying it; 401 -> new token."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.token: str | None = None
+        self.token_until = 0.0
+        # Never through an http_proxy: the metadata service is link-local.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _token(self) -> str:
+        if self.token is None or time.time() >= self.token_until:
+            ttl = {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL_S)}
+            req = urllib.request.Request(self.url + "/latest/api/token", method="PUT", headers=ttl)
+            with self.opener.open(req, timeout=self.timeout_s) as resp:
+                self.token = resp.read().decode().strip()
+            self.token_until = time.time() + IMDS_TOKEN_TTL_S - 60
+        return self.token
+
+    def get(self, path: str) -> dict | None:
+        """The JSON document at meta-data/``path``; None when there is none (404)."""
+        for attempt in (0, 1):
+            headers = {"X-aws-ec2-metadata-token": self._token()}
+            req = urllib.request.Request(self.url + "/latest/meta-data/" + path, headers=headers)
+            try:
+                with self.opener.open(req, timeout=self.timeout_s) as resp:
+                    return json.loads(resp.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                if exc.code != 401 or attempt:
+                    raise
+                self.token = None  # expired: fetch a new one and ask again
+        return None
+
+
+def gpu_utilization_pct() -> list | None:
+    """Utilisation of every GPU (nvidia-smi), or None when it cannot be read."""
+    argv = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    values = []
+    for line in done.stdout.splitlines() if done.returncode == 0 else []:
+        with contextlib.suppress(ValueError):
+            values.append(float(line.strip().rstrip("%").strip()))
+    return values or None
+
+
+def live_jobs(base: str) -> list:
+    """(job_dir, status) of every job on this host that is starting, in setup or running."""
+    root = os.path.join(base, "jobs")
+    found = []
+    for job_id in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        status = _job_status(os.path.join(root, job_id))
+        if status["state"] in LIVE:
+            found.append((os.path.join(root, job_id), status))
+    return found
+
+
+def signal_jobs(base: str, request_file: str, request: dict, grace_cap_s: float | None) -> list:
+    """Ask every live job to stop (``request_file`` says why), wait until they have ended."""
+    jobs = live_jobs(base)
+    longest = 0.0
+    for job_dir, status in jobs:
+        grace = float(_read_json(_job_paths(job_dir)["job.json"]).get("grace_s") or 10.0)
+        if grace_cap_s is not None:
+            grace = max(min(grace, grace_cap_s), 1.0)
+        longest = max(longest, grace)
+        _write_json(os.path.join(job_dir, request_file), dict(request, grace_s=grace, at=_now()))
+        if _alive(status.get("agent_pid")):
+            os.kill(int(status["agent_pid"]), signal.SIGTERM)
+    deadline = time.time() + longest + 15  # grace, then SIGKILL, then the final upload
+    while time.time() < deadline and any(
+        _job_status(d)["state"] not in FINAL + ("lost",) for d, _ in jobs
+    ):
+        time.sleep(0.2)
+    return [os.path.basename(d) for d, _ in jobs]
+
+
+class Watchdog:
+    """The daemon loop: spot notices, rebalance, and the policies of B/watchdog.json."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.files = _wd(base)
+        self.imds: Imds | None = None
+        self.spot_at = 0.0
+        self.spot_error = ""
+        self.idle_since: float | None = None
+
+    def note(self, text: str) -> None:
+        with open(self.files["watchdog.log"], "a") as fh:
+            fh.write(f"{_now()} {text}\n")
+
+    def run(self, ready_fd: int | None = None) -> int:
+        lock = os.open(self.files["watchdog.lock"], os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another daemon already watches this base
+            if ready_fd is not None:
+                os.close(ready_fd)
+            return 0
+        with open(self.files["watchdog.pid"], "w") as fh:
+            fh.write(str(os.getpid()))
+        if ready_fd is not None:
+            os.write(ready_fd, str(os.getpid()).encode())
+            os.close(ready_fd)
+        self.note(f"watchdog started (pid {os.getpid()})")
+        while True:
+            cfg = _read_json(self.files["watchdog.json"])
+            if not cfg.get("armed"):
+                self.note("watchdog disarmed; exiting")
+                return 0
+            if self.check(cfg, time.time()):
+                self.note("the host is stopping or going away; watchdog done")
+                return 0
+            state = {"pid": os.getpid(), "last_check_at": _now(), "idle_since": self.idle_since}
+            _write_json(self.files["watchdog-state.json"], state)
+            poll = float((cfg.get("spot") or {}).get("poll_s") or 5.0)
+            time.sleep(max(0.05, min(float(cfg.get("check_s") or 5.0), poll)))
+
+    def check(self, cfg: dict, now: float) -> bool:
+        """One round; True once the action's recipe ran (nothing is left to watch)."""
+        spot = cfg.get("spot")
+        if spot and spot.get("url") and now >= self.spot_at:
+            self.spot_at = now + float(spot.get("poll_s") or 5.0)
+            self.check_spot(spot["url"])
+        if os.path.exists(self.files["watchdog-fired.json"]):
+            return False
+        reason = self.due(cfg, now)
+        return self.fire(cfg, reason) if reason else False
+
+    def check_spot(self, url: str) -> None:
+        if self.imds is None or self.imds.url != url.rstrip("/"):
+            self.imds = Imds(url)
+        try:
+            notice = self.imds.get("spot/instance-action")
+            rebalance = self.imds.get("events/recommendations/rebalance")
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, bad JSON
+            if str(exc) != self.spot_error:  # say it once, not every poll
+                self.note(f"spot notices unreadable at {url}: {exc}")
+            self.spot_error = str(exc)
+            return
+        self.spot_error = ""
+        if rebalance and _read_json(self.files["rebalance.json"]).get("time") != rebalance.get(
+            "noticeTime"
+        ):
+            _write_json(self.files["rebalance.json"],
+                        {"time": rebalance.get("noticeTime"), "seen_at": _now()})  # fmt: skip
+            jobs = live_jobs(self.base)
+            for job_dir, _status in jobs:
+                open(os.path.join(job_dir, "sync-now"), "w").close()
+            self.note(f"rebalance recommendation: checkpoint upload asked of {len(jobs)} job(s)")
+        if notice and not os.path.exists(self.files["spot-notice.json"]):
+            record = {
+                "action": notice.get("action"),
+                "time": notice.get("time"),
+                "seen_at": _now(),
+            }
+            _write_json(self.files["spot-notice.json"], record)
+            self.note("spot interruption notice: {action} at {time}".format(**record))
+            until = _epoch(notice.get("time"))
+            cap = None if until is None else until - time.time() - FINAL_SYNC_RESERVE_S
+            request = {"reason": "spot interruption notice", "action": record["action"],
+                       "time": record["time"]}  # fmt: skip
+            ended = signal_jobs(self.base, "preempt.json", request, cap)
+            self.note(f"preempted job(s): {', '.join(ended) or 'none'}")
+
+    def due(self, cfg: dict, now: float) -> str | None:
+        """The policy that fires now, if any."""
+        if cfg.get("deadline_at") and now >= float(cfg["deadline_at"]):
+            return "max-duration"
+        lost_s = cfg.get("lost_controller_timeout_s")
+        if lost_s:
+            try:
+                last = os.path.getmtime(self.files["controller.heartbeat"])
+            except OSError:
+                last = 0.0
+            if now - max(last, float(cfg.get("armed_at") or now)) >= float(lost_s):
+                return "lost-controller"
+        idle_s = cfg.get("idle_timeout_s")
+        if idle_s:
+            idle = not live_jobs(self.base)
+            pct = cfg.get("idle_gpu_util_pct")
+            if not idle and pct is not None:
+                utils = gpu_utilization_pct()
+                idle = utils is not None and all(u < float(pct) for u in utils)
+            self.idle_since = (self.idle_since or now) if idle else None
+            if self.idle_since is not None and now - self.idle_since >= float(idle_s):
+                return "idle"
+        return None
+
+    def fire(self, cfg: dict, reason: str) -> bool:
+        action = cfg.get("action") or "none"
+        record = {"reason": reason, "action": action, "at": _now()}
+        _write_json(self.files["watchdog-fired.json"], record)
+        self.note(f"{reason} policy fired (action: {action}); cancelling running jobs")
+        ended = signal_jobs(self.base, "cancel.json", {"reason": f"watchdog: {reason}"}, None)
+        self.note(f"cancelled job(s): {', '.join(ended) or 'none'}")
+        recipe = cfg.get("recipe")
+        if action == "none" or not recipe:
+            return False
+        delay = float(cfg.get("check_s") or 5.0)
+        while not self.run_recipe(recipe):
+            if not _read_json(self.files["watchdog.json"]).get("armed"):
+                return False  # disarmed while retrying
+            time.sleep(delay)
+            delay = min(delay * 2, RECIPE_RETRY_MAX_S)
+        record["recipe_done_at"] = _now()
+        _write_json(self.files["watchdog-fired.json"], record)
+        return True
+
+    def run_recipe(self, recipe: dict) -> bool:
+        """Carry out the action once: a command, or an HTTP call to the provider's API."""
+        if recipe.get("argv"):
+            argv = [str(a) for a in recipe["argv"]]
+            self.note("running: " + " ".join(argv))
+            try:
+                with open(self.files["watchdog.log"], "a") as log:
+                    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, timeout=120)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.note(f"cannot run {argv[0]}: {exc}")
+                return False
+            self.note(f"exit code {done.returncode}")
+            return done.returncode == 0
+        spec = recipe.get("http") or {}
+        headers = dict(spec.get("headers") or {})
+        if spec.get("token_file"):
+            with open(os.path.join(self.base, spec["token_file"])) as fh:
+                token = fh.read().strip()
+            headers[spec.get("auth_header") or "Authorization"] = (
+                spec.get("auth_prefix", "Bearer ") + token
+            )
+        data = None
+        if spec.get("body") is not None:
+            data = json.dumps(spec["body"]).encode()
+            headers["Content-Type"] = "application/json"
+        method = spec.get("method") or "POST"
+        self.note(f"{method} {spec.get('url')}")  # never the headers: they carry the key
+        req = urllib.request.Request(spec["url"], data=data, method=method, headers=headers)
+        opener = urllib.request.build_opener()
+        try:
+            with opener.open(req, timeout=30) as resp:
+                self.note(f"HTTP {resp.status}")
+            return True
+        except urllib.error.HTTPError as exc:
+            self.note(f"HTTP {exc.code}")
+            return exc.code == 404  # already gone
+        except OSError as exc:
+            self.note(f"request failed: {exc}")
+            return False
+
+
+def _wd_pid(base: str) -> int | None:
+    """The pid of the daemon holding B/watchdog.lock, or None when none runs."""
+    files = _wd(base)
+    if not os.path.exists(files["watchdog.lock"]):
+        return None  # never armed here
+    fd = os.open(files["watchdog.lock"], os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            with open(files["watchdog.pid"]) as fh:
+                return int(fh.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+    finally:
+        os.close(fd)  # also drops our lock, if we got it
+    return None
+
+
+def _spawn_watchdog(base: str) -> int | None:
+    read_fd, write_fd = os.pipe()
+    first = os.fork()
+    if first == 0:  # as in cmd_start: a new session, adopted by init
+        os.close(read_fd)
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        _daemonize(_wd(base)["watchdog.log"])
+        os.chdir(base)
+        code = 1
+        try:
+            code = Watchdog(base).run(ready_fd=write_fd)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    pid = int(os.read(read_fd, 32) or b"0")
+    os.close(read_fd)
+    os.waitpid(first, 0)
+    return pid or _wd_pid(base)  # 0: another arm started one first
+
+
+def _write_secret(base: str, name: str, value: str) -> None:
+    """B/secrets/<name>, readable by this user only (the recipe's API key)."""
+    folder = os.path.join(base, "secrets")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = os.path.join(folder, os.path.basename(name))
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    os.replace(f"{path}.tmp", path)
+
+
+def cmd_watchdog(args: argparse.Namespace) -> int:
+    base = os.path.abspath(os.path.expanduser(args.base))
+    files = _wd(base)
+    if args.action in ("arm", "run"):
+        os.makedirs(base, exist_ok=True)
+    if args.action == "run":
+        return Watchdog(base).run()
+    cfg = _read_json(files["watchdog.json"])
+    if args.action == "arm":
+        request = json.loads(sys.stdin.read() or "{}")
+        for name, value in (request.pop("secrets", None) or {}).items():
+            _write_secret(base, name, value)
+        now = time.time()
+        if "max_duration_s" in request:
+            seconds = request.pop("max_duration_s")
+            request["deadline_at"] = now + float(seconds) if seconds is not None else None
+        cfg.update(request, armed=True, armed_at=now)
+        with contextlib.suppress(OSError):
+            os.unlink(files["watchdog-fired.json"])  # a new arming starts afresh
+        _write_json(files["watchdog.json"], cfg)
+        touch_controller(base)
+        pid = _wd_pid(base) or _spawn_watchdog(base)
+        print(json.dumps({"armed": True, "pid": pid, "config": cfg}))
+        return 0
+    touch_controller(base)
+    pid = _wd_pid(base)
+    if args.action == "disarm":
+        if cfg:
+            cfg["armed"] = False
+            _write_json(files["watchdog.json"], cfg)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + 5
+            while time.time() < deadline and _wd_pid(base):
+                time.sleep(0.05)
+        print(json.dumps({"armed": False, "pid": pid, "stopped": bool(pid)}))
+        return 0
+    answer = {"armed": bool(cfg.get("armed")), "pid": pid, "alive": pid is not None,
+              "config": cfg or None}  # fmt: skip
+    for key, name in (("fired", "watchdog-fired.json"), ("spot_notice", "spot-notice.json"),
+                      ("rebalance", "rebalance.json")):  # fmt: skip
+        answer[key] = _read_json(files[name]) or None
+    answer["last_check_at"] = _read_json(files["watchdog-state.json"]).get("last_check_at")
+    print(json.dumps(answer))
+    return 0
+
+
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runctl-agent")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -1149,6 +1580,9 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--keep", type=int, default=None)
     p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("watchdog")
+    p.add_argument("action", choices=("arm", "status", "disarm", "run"))
+    p.add_argument("--base", required=True)
     args = parser.parse_args(argv)
     handler = globals()["cmd_" + args.cmd.replace("-", "_")]
     try:

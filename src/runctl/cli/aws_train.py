@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.aws_options import make_provider, region_option, transport_option
+from runctl.cli.cloud import budget_option
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
 from runctl.errors import ConflictError, NotFoundError, RunctlError, TransportError
 
@@ -124,13 +125,14 @@ def s3_commands(
 )
 @click.option("--docker-image", metavar="IMAGE", help="Run in a container of IMAGE (ECR or any "
               "registry the instance can pull from).")  # fmt: skip
+@budget_option
 @transport_option
 @region_option
 @json_option
 def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_code: bool,
               includes: tuple[str, ...], data_s3: str | None, output_s3: str | None,
               project_name: str | None, env: tuple[str, ...], follow: bool, wait_: bool,
-              timeout: float, transport: str | None, region: str | None,
+              timeout: float, budget: float | None, transport: str | None, region: str | None,
               **docker_opts: Any) -> None:  # fmt: skip
     """Run SCRIPT on INSTANCE_ID as a runctl job; script arguments go after --."""
     from runctl.cli.jobs import _parse_env, job_json
@@ -148,6 +150,7 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
     request = core.SubmitRequest(
         argv=[script, *script_args], project=project_name, env=_parse_env(env),
         includes=includes, sync=sync_code, pre_commands=pre, post_commands=post,
+        budget_usd=budget,
     )  # fmt: skip
     if docker_opts.get("docker") or docker_opts.get("docker_image"):
         from runctl.cli.docker import docker_request, ecr_login_command

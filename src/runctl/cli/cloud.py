@@ -205,6 +205,18 @@ def terminate_command(cloud: Cloud) -> click.Command:
 _RUN_CONTEXT: dict[str, Any] = {}
 
 
+def budget_option(fn: Any) -> Any:
+    """``--budget USD`` for a train command, recorded like ``runctl run --budget``."""
+    return click.option(
+        "--budget",
+        "budget",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="USD",
+        help="Cost limit of this job; `runctl resources enforce` acts on it per "
+        "costs.budget_action.",
+    )(fn)
+
+
 def train_command(cloud: Cloud) -> click.Command:
     @click.command(name="train", context_settings=_RUN_CONTEXT)
     @cloud.id_option
@@ -230,6 +242,7 @@ def train_command(cloud: Cloud) -> click.Command:
     )
     @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
     @click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
+    @budget_option
     @json_option
     @click.argument("script")
     @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)

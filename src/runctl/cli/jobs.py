@@ -19,6 +19,7 @@ from runctl.cli.output import (
     runtime,
     table,
 )
+from runctl.cli.watchdog_options import policy_from_options, watchdog_options
 from runctl.errors import CommandFailedError, UsageError
 from runctl.models import Job, JobState
 
@@ -150,8 +151,17 @@ def _submit(
         from runctl.cli.docker import docker_request
 
         request.docker = docker_request(opts, is_local=target.instance.provider == "local")
+    policy = policy_from_options(**opts)
+    if policy is not None:  # refuse an impossible policy before anything starts
+        from runctl.core.watchdog import build_config
+
+        build_config(rt, target, policy)
     result = submit(rt, target, request, progress)
     job = result.job
+    if policy is not None or target.instance.provider not in ("local", "ssh"):
+        from runctl.core.watchdog import guard
+
+        guard(rt, target, policy, progress)
     if not quiet:
         sync_note = ""
         if result.sync is not None:
@@ -228,6 +238,7 @@ _RUN_CONTEXT: dict[str, Any] = {}
 
 @click.command(context_settings=_RUN_CONTEXT)
 @_with_submit_options
+@watchdog_options
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
 @json_option

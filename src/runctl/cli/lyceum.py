@@ -1,7 +1,9 @@
 """``runctl lyceum``: create, train, monitor, download, list, terminate and reap Lyceum VMs.
 
 Lyceum has no stop and no server-side TTL, so ``create --max-duration`` records a deadline and
-``reap`` deletes every runctl VM past it (run it from cron until the watchdog does).
+arms the VM's own watchdog, which deletes the VM through the Lyceum API when the deadline
+passes, with runctl closed; ``reap`` deletes every runctl VM past its deadline from here, for a
+VM whose watchdog could not be armed (``create --no-wait``) or was disarmed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import click
 from runctl.cli import cloud as common
 from runctl.cli.output import emit, json_option, progress, runtime, table
 from runctl.errors import NotSupportedError
+from runctl.models import Instance
+from runctl.providers.base import Provider
+from runctl.runtime import Runtime
 
 CLOUD = common.Cloud(name="lyceum", noun="VM", id_flag="--vm-id")
 
@@ -30,8 +35,9 @@ def lyceum() -> None:
 @click.option("--spot", is_flag=True, help="Spot VM: cheaper, may be reclaimed without notice.")
 @click.option("--name", help="Name stem; the VM is named runctl-<stem>-<random>.")
 @click.option("--max-duration", metavar="DURATION",
-              help="Delete the VM after this long (e.g. 8h) when `runctl lyceum reap` runs "
-              "(default: lyceum.max_duration; none if empty).")  # fmt: skip
+              help="The VM deletes itself after this long (e.g. 8h; its watchdog, armed once "
+              "it takes SSH; `runctl lyceum reap` as a fallback). Default: "
+              "lyceum.max_duration; none if empty.")  # fmt: skip
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True,
               help="Wait until the VM takes SSH.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
@@ -72,8 +78,24 @@ def lyceum_create(profile: str | None, gpu_count: str, spot: bool, name: str | N
     record_launch(rt, instance, spot=spot)
     if wait_:
         instance = common.wait_ready(rt, CLOUD, provider, instance.instance_id, timeout)
+        if duration:
+            _arm_deadline(rt, provider, instance, common.parse_duration_s(duration))
     data = common.instance_json(rt, instance)
     emit(data, lambda: common.show_instance(data))
+
+
+def _arm_deadline(rt: Runtime, provider: Provider, instance: Instance, seconds: float) -> None:
+    """The VM's own watchdog deletes it at the deadline; a failure here leaves `reap`."""
+    from runctl.core.targets import Target
+    from runctl.core.watchdog import WatchdogPolicy, arm
+    from runctl.errors import RunctlError
+
+    policy = WatchdogPolicy(max_duration_s=seconds, action="terminate")
+    try:
+        arm(rt, Target(provider, instance), policy, progress)
+    except RunctlError as exc:
+        progress(f"warning: could not arm the VM's watchdog ({exc.message}); "
+                 "`runctl lyceum reap` deletes it after the deadline")  # fmt: skip
 
 
 @lyceum.command(name="offers")

@@ -20,6 +20,7 @@ from runctl.cli.output import duration, emit, is_json, json_option, progress, ru
 from runctl.errors import UsageError
 
 if TYPE_CHECKING:
+    from runctl.cli.leftovers import LeftoverPlan
     from runctl.core.reconcile import Report
     from runctl.runtime import Runtime
 
@@ -53,10 +54,17 @@ def _platforms(values: tuple[str, ...]) -> list[str]:
     return list(CLOUDS) if not values or "all" in values else list(dict.fromkeys(values))
 
 
-def _refresh(rt: Runtime, platforms: list[str], apply: bool = True) -> Report:
+def _refresh(
+    rt: Runtime,
+    platforms: list[str],
+    apply: bool = True,
+    *,
+    jobs: bool = False,
+    leftovers: bool = False,
+) -> Report:
     from runctl.core.reconcile import reconcile
 
-    report = reconcile(rt, platforms, apply=apply)
+    report = reconcile(rt, platforms, apply=apply, jobs=jobs, leftovers=leftovers)
     for name, why in report.skipped.items():
         progress(f"warning: {name} skipped: {why}")
     for name, whys in report.partial.items():
@@ -502,9 +510,12 @@ def cleanup(
 ) -> None:
     """Terminate runctl-made machines (all, or the NAMED ones); never runctl:protected ones.
 
-    Runctl jobs on them are cancelled first (SIGTERM, grace, SIGKILL).
+    Runctl jobs on them are cancelled first (SIGTERM, grace, SIGKILL). Without NAMED, AWS
+    leftovers go too: detached volumes of gone instances are deleted, spot requests without a
+    live instance cancelled (protected ones kept; key pairs are free and kept).
     """
     from runctl.cli.cloud import parse_duration_s
+    from runctl.cli.leftovers import plan_leftovers
 
     rt = runtime()
     chosen = _platforms(platforms)
@@ -517,18 +528,23 @@ def cleanup(
                 hint=f"name instances as PROVIDER:ID with PROVIDER in {', '.join(CLOUDS)}",
             )
     limit = parse_duration_s(older_than) if older_than else None
-    report = _refresh(rt, chosen, apply=not dry_run)
+    report = _refresh(rt, chosen, apply=not dry_run, jobs=True, leftovers=not named)
     states = {"running", "pending", "stopped", "stopping", "unknown"}
     targets, refused = _candidates(rt, report, named, states, limit)
+    extra = plan_leftovers(report, limit)
     total = sum(t["cost_so_far_usd"] or 0.0 for t in targets)
-    question = f"Terminate {len(targets)} instance(s) (${total:.2f} spent so far)?"
+    parts = [f"terminate {len(targets)} instance(s) (${total:.2f} spent so far)", extra.counts()]
+    question = ", ".join(p for i, p in enumerate(parts) if p and (i or targets)) + "?"
+    question = question[:1].upper() + question[1:]
     _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes, action="terminate",
-                      question=question, nothing="nothing to clean up")  # fmt: skip
+                      question=question, nothing="nothing to clean up",
+                      leftovers=extra)  # fmt: skip
 
 
 def _plan_confirm_act(
     rt: Any, report: Any, targets: list[dict[str, Any]], refused: list[dict[str, Any]], *,
     dry_run: bool, yes: bool, action: str, question: str, nothing: str,
+    leftovers: LeftoverPlan | None = None,
 ) -> None:  # fmt: skip
     """Show the plan; unless dry-run, ask (or --yes), act on every target, report results."""
     data: dict[str, Any] = {
@@ -537,15 +553,28 @@ def _plan_confirm_act(
         "refused": refused,
         "skipped_providers": report.skipped,
     }
-    if not targets or dry_run:
-        emit(data, lambda: _plan_text(targets, refused, f"would {action}", nothing))
+    if leftovers is not None:
+        data["leftovers"] = leftovers.to_json()
+    pending = bool(targets or (leftovers and leftovers.targets))
+
+    def plan(would: bool) -> None:
+        _plan_text(targets, refused, f"would {action}" if would else action,
+                   "" if pending else nothing)  # fmt: skip
+        if leftovers is not None:
+            leftovers.show(would)
+
+    if not pending or dry_run:
+        emit(data, lambda: plan(True))
         return
     if not is_json():
-        _plan_text(targets, refused, action)
+        plan(False)
     _confirm(question, yes)
     _act(rt, targets, action)
     done = "terminated" if action == "terminate" else "stopped"
-    emit(data, f"{done} {sum(t['result'] == done for t in targets)} instance(s)")
+    summary = [f"{done} {sum(t['result'] == done for t in targets)} instance(s)"]
+    if leftovers is not None and leftovers.targets:
+        summary.append(leftovers.act(rt))
+    emit(data, ", ".join(s for s in summary if s))
 
 
 @resources.command(name="stop-all")
@@ -612,9 +641,17 @@ def enforce(action: str | None, dry_run: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Report only; do not update the state database.")
 @json_option
 def reconcile(platforms: tuple[str, ...], dry_run: bool) -> None:
-    """Compare provider listings with state: orphans, vanished, drifted (and fix state)."""
+    """Compare provider listings with state: orphans, vanished, drifted (and fix state).
+
+    Also checks active job records against the agents on their machines (jobs whose machine
+    is gone, or whose agent never started them, are marked lost; jobs a killed CLI left in
+    "submitting" that do run are recorded as running) and lists AWS leftovers: detached
+    volumes of gone instances, open spot requests, imported key pairs.
+    """
+    from runctl.cli.leftovers import show_jobs, show_leftovers
+
     rt = runtime()
-    report = _refresh(rt, _platforms(platforms), apply=not dry_run)
+    report = _refresh(rt, _platforms(platforms), apply=not dry_run, jobs=True, leftovers=True)
     data = {**report.to_json(), "dry_run": dry_run}
 
     def text() -> None:
@@ -628,5 +665,7 @@ def reconcile(platforms: tuple[str, ...], dry_run: bool) -> None:
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
         if report.of("orphan"):
             click.echo("terminate orphans with `runctl resources cleanup PROVIDER:ID`")
+        show_jobs(report)
+        show_leftovers(report)
 
     emit(data, text)

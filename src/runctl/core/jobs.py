@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +174,8 @@ def submit(
         spec["docker"] = dict(request.docker)
         spec["install_requirements"] = False
     spec["local_root"] = str(root)
+    # Who is submitting: `reconcile` tells a submit in flight from one whose CLI was killed.
+    spec["submitted_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
     if request.budget_usd is not None:
         spec["budget_usd"] = request.budget_usd
     if request.placement:
@@ -292,10 +295,11 @@ def resubmit(
     resume_from: str | None,
     resume_arg: bool,
     progress: Progress,
+    target: Target | None = None,
 ) -> Submitted:
-    """Run ``old`` again on the same target with the same name, so it resumes from the
-    newest checkpoint in its checkpoint dir (or ``resume_from``); ``resume_arg`` also passes
-    ``--resume PATH`` to the script."""
+    """Run ``old`` again with the same name, so it resumes from the newest checkpoint in its
+    checkpoint dir (or ``resume_from``); ``resume_arg`` also passes ``--resume PATH`` to the
+    script. On ``old``'s target, or on ``target`` (spot recovery: a replacement machine)."""
     spec = old.spec
     root = Path(spec.get("local_root") or Path.cwd())
     argv = list(old.argv)
@@ -320,8 +324,13 @@ def resubmit(
         grace_s=spec.get("grace_s"),
         project_root=root,
         checkpoint_store=spec.get("checkpoint_store"),
+        pre_commands=spec.get("pre_commands") or (),
+        post_commands=spec.get("post_commands") or (),
+        budget_usd=spec.get("budget_usd"),
+        docker=spec.get("docker"),
     )
-    target = instance_of_job(runtime, old.provider, old.instance_id)
+    if target is None:
+        target = instance_of_job(runtime, old.provider, old.instance_id)
     return submit(runtime, target, request, progress)
 
 
@@ -397,7 +406,11 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
 
 def refresh_one(runtime: Runtime, job: Job) -> tuple[Job, dict[str, Any]]:
     """Refresh one job and return it with the agent's full status (log size, heartbeat...)."""
-    target = instance_of_job(runtime, job.provider, job.instance_id)
+    return refresh_on(runtime, job, instance_of_job(runtime, job.provider, job.instance_id))
+
+
+def refresh_on(runtime: Runtime, job: Job, target: Target) -> tuple[Job, dict[str, Any]]:
+    """``refresh_one`` on a target already looked up (no second provider call)."""
     transport = target.provider.connect(target.instance)
     answer = agent.call_json(
         target.instance, transport, ["status", "--base", target.instance.remote_dir, job.job_id]

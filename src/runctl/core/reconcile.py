@@ -12,6 +12,10 @@ RunPod/Lyceum: the ``runctl-`` name prefix) is compared with ``Store.list_instan
 
 A provider runctl cannot reach (no key, no credentials) is reported under ``skipped`` with
 the reason; nothing about its records is changed.
+
+On request (``runctl reconcile``, ``resources cleanup``) two more passes run: job records
+against the machines' agents (``core.reconcile_jobs``: lost jobs, submits cut short) and AWS
+leftovers that are not instances (``core.reconcile_aws``: volumes, spot requests, key pairs).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from runctl.errors import RunctlError
 from runctl.models import Instance, InstanceState
 
 if TYPE_CHECKING:
+    from runctl.core.reconcile_aws import Leftover
+    from runctl.core.reconcile_jobs import JobFinding
     from runctl.providers.base import Provider
     from runctl.runtime import Runtime
 
@@ -55,9 +61,15 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)  # provider -> why
     partial: dict[str, list[str]] = field(default_factory=dict)  # some regions unreachable
     live: list[tuple[Provider, Instance]] = field(default_factory=list)
+    searched: list[Provider] = field(default_factory=list)  # the ones that answered
+    jobs: list[JobFinding] = field(default_factory=list)
+    leftovers: list[Leftover] = field(default_factory=list)
 
     def of(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
+
+    def leftovers_of(self, kind: str) -> list[Leftover]:
+        return [item for item in self.leftovers if item.kind == kind]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +77,10 @@ class Report:
             "vanished": [f.to_json() for f in self.of("vanished")],
             "drifted": [f.to_json() for f in self.of("drifted")],
             "known": [f.to_json() for f in self.of("known")],
+            "jobs": [j.to_json() for j in self.jobs],
+            "volumes": [v.to_json() for v in self.leftovers_of("volume")],
+            "spot_requests": [r.to_json() for r in self.leftovers_of("spot-request")],
+            "key_pairs": [k.to_json() for k in self.leftovers_of("key-pair")],
             "skipped": self.skipped,
             "partial": self.partial,
         }
@@ -110,6 +126,7 @@ def listing(runtime: Runtime, platforms: Iterable[str]) -> Report:
             except RunctlError as exc:
                 errors.append(exc.message)
                 continue
+            report.searched.append(provider)
             for instance in found:
                 key = (instance.provider, instance.instance_id)
                 if key in seen or str(instance.state) in GONE:
@@ -123,11 +140,40 @@ def listing(runtime: Runtime, platforms: Iterable[str]) -> Report:
     return report
 
 
-def reconcile(runtime: Runtime, platforms: Iterable[str], *, apply: bool = True) -> Report:
-    """Compare listings with state; with ``apply``, adopt orphans and fix vanished/drifted."""
+def reconcile(
+    runtime: Runtime,
+    platforms: Iterable[str],
+    *,
+    apply: bool = True,
+    jobs: bool = False,
+    leftovers: bool = False,
+) -> Report:
+    """Compare listings with state; with ``apply``, adopt orphans and fix vanished/drifted.
+
+    ``jobs`` also checks active job records against the agents (SSH to each machine with
+    active jobs; with ``apply`` lost ones are marked); ``leftovers`` also lists AWS volumes,
+    spot requests and key pairs left behind (never acts on them).
+    """
+    wanted = list(platforms)
+    report = _reconcile_instances(runtime, wanted, apply=apply)
+    if jobs:
+        from runctl.core.reconcile_jobs import reconcile_jobs
+
+        reachable = [name for name in wanted if name not in report.skipped]
+        live = {(i.provider, i.instance_id): (p, i) for p, i in report.live}
+        report.jobs = reconcile_jobs(runtime, reachable, live, apply=apply)
+    if leftovers and "aws" in wanted and "aws" not in report.skipped:
+        from runctl.core.reconcile_aws import find_leftovers
+
+        report.leftovers, errors = find_leftovers(report.searched, (i for _, i in report.live))
+        if errors:
+            report.partial.setdefault("aws", []).extend(errors)
+    return report
+
+
+def _reconcile_instances(runtime: Runtime, wanted: list[str], *, apply: bool) -> Report:
     from runctl.core.cloud import observe, record_gone
 
-    wanted = list(platforms)
     report = listing(runtime, wanted)
     store = runtime.store
     live_keys = {(i.provider, i.instance_id) for _, i in report.live}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from runctl.models import Completed, Instance
 from runctl.transport.base import Transport
@@ -61,3 +61,29 @@ class SupportsBatchStart(ABC):
         call: AgentCall,
     ) -> Completed:
         """Start the job whose spec is ``payload``; answer like ``agent start`` does."""
+
+
+class SupportsWatchdog(ABC):
+    """Providers whose machines can stop or delete themselves when a watchdog policy fires.
+
+    The on-host watchdog (agent ``watchdog``) carries out a *recipe*: ``{"argv": [...]}`` run
+    on the host, or ``{"http": {"method", "url", "body"?, "token", "auth_header",
+    "auth_prefix"}}`` sent from the host to the provider's API. An http recipe's ``token`` is
+    shipped as a 0600 file on the host and never stored in the watchdog config.
+    """
+
+    @abstractmethod
+    def default_watchdog_action(self, instance: Instance) -> str:
+        """The action ("stop" | "terminate") used when the user names none."""
+
+    @abstractmethod
+    def watchdog_recipe(self, instance: Instance, action: str) -> dict[str, Any]:
+        """How ``instance`` does ``action`` ("stop" | "terminate") by itself.
+
+        May prepare the instance for it (AWS: the shutdown behaviour). Raises
+        NotSupportedError, with the reason, when the action is impossible.
+        """
+
+    @abstractmethod
+    def spot_notice_url(self, instance: Instance) -> str | None:
+        """Base URL of an IMDSv2-style metadata service announcing interruptions, or None."""

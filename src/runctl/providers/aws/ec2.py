@@ -76,6 +76,7 @@ class LaunchRequest:
     data_gb: int | None = None
     data_device: str = "/dev/sdf"
     user_data: str = ""
+    availability_zone: str | None = None  # None: AWS picks (spot recovery asks for another)
 
     def block_devices(self) -> list[dict[str, Any]]:
         devices: list[dict[str, Any]] = [
@@ -106,6 +107,8 @@ class LaunchRequest:
             spec["IamInstanceProfile"] = {"Name": self.iam_profile}
         if self.user_data:
             spec["UserData"] = self.user_data
+        if self.availability_zone:
+            spec["Placement"] = {"AvailabilityZone": self.availability_zone}
         return spec
 
 
@@ -237,6 +240,15 @@ def terminate(session: AwsSession, instance_id: str) -> None:
         return
 
 
+def set_shutdown_behavior(session: AwsSession, instance_id: str, behavior: str) -> None:
+    """What a shutdown from inside the instance does: "stop" or "terminate"."""
+    with aws_errors(f"setting the shutdown behaviour of {instance_id}"):
+        # The Attribute/Value form (documented for this attribute) is also the one moto knows.
+        session.client("ec2").modify_instance_attribute(
+            InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior", Value=behavior
+        )
+
+
 def set_tags(session: AwsSession, resource_ids: list[str], tags: dict[str, str]) -> None:
     with aws_errors("tagging"):
         session.client("ec2").create_tags(Resources=resource_ids, Tags=tag_list(tags))
@@ -337,3 +349,28 @@ def ensure_ssh_group(session: AwsSession, cidr: str) -> str:
 
 def count_running(session: AwsSession) -> int:
     return len(describe_many(session, [{"Name": "instance-state-name", "Values": ["running"]}]))
+
+
+# ------------------------------------------- leftovers besides instances (reconcile, cleanup)
+
+_OPEN_SPOT_STATES = ["open", "active"]
+
+
+def list_spot_requests(session: AwsSession) -> list[dict[str, Any]]:
+    """runctl's spot requests (tag ``runctl:managed``) that are still open or active."""
+    with aws_errors("listing spot requests"):
+        found = session.client("ec2").describe_spot_instance_requests(
+            Filters=[{"Name": f"tag:{MANAGED}", "Values": ["true"]},
+                     {"Name": "state", "Values": _OPEN_SPOT_STATES}]
+        )["SpotInstanceRequests"]  # fmt: skip
+    return [r for r in found if r.get("State") in _OPEN_SPOT_STATES]
+
+
+def list_key_pairs(session: AwsSession) -> list[dict[str, Any]]:
+    """Key pairs runctl imported: named ``runctl-<hash>`` or tagged ``runctl:managed``."""
+    with aws_errors("listing key pairs"):
+        pairs = session.client("ec2").describe_key_pairs()["KeyPairs"]
+    return [
+        p for p in pairs
+        if str(p.get("KeyName", "")).startswith("runctl-") or tags_of(p).get(MANAGED) == "true"
+    ]  # fmt: skip

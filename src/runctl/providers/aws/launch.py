@@ -20,6 +20,7 @@ from runctl.models import Instance
 from runctl.providers.aws import ami as amis
 from runctl.providers.aws import ec2, pricing, spot
 from runctl.providers.aws.provider import AWSProvider
+from runctl.providers.aws.session import aws_errors
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -41,6 +42,7 @@ class CreateOptions:
     data_volume_gb: int | None = None
     project: str | None = None
     iam_instance_profile: str | None = None
+    availability_zone: str | None = None
 
 
 @dataclass
@@ -161,6 +163,7 @@ def create_instance(
         iam_profile=profile,
         data_gb=opts.data_volume_gb,
         user_data=user_data(ami.login_user, bool(opts.data_volume_gb)),
+        availability_zone=opts.availability_zone,
     )
     on_demand = pricing.on_demand_price(session, opts.instance_type)
     fallback_reason = None
@@ -184,6 +187,16 @@ def create_instance(
          "region": session.region, "ami": ami.image_id},
     )  # fmt: skip
     return Created(instance, ami, is_spot, hourly, on_demand, fallback_reason)
+
+
+def availability_zones(provider: AWSProvider) -> list[str]:
+    """The zones of the provider's region that are available now, sorted."""
+    session = provider.session()
+    with aws_errors(f"listing availability zones in {session.region}"):
+        found = session.client("ec2").describe_availability_zones(
+            Filters=[{"Name": "state", "Values": ["available"]}]
+        )["AvailabilityZones"]
+    return sorted(z["ZoneName"] for z in found)
 
 
 def _pub(key: Path) -> Path:

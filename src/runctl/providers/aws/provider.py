@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runctl.errors import NotFoundError, TransportError, UsageError
+from runctl.errors import NotFoundError, NotSupportedError, TransportError, UsageError
 from runctl.models import Instance, SSHTarget
 from runctl.providers.aws import ec2
 from runctl.providers.aws.session import AwsSession, aws_errors, make_session, resolve_region
-from runctl.providers.base import Provider, SupportsStop
+from runctl.providers.base import Provider, SupportsStop, SupportsWatchdog
 from runctl.runtime import Runtime
 from runctl.transport.base import Transport
 
 _ID_RE = re.compile(r"^i-[0-9a-zA-Z]{8,17}$")
 _ENDPOINT_RE = re.compile(r"^(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
 TRANSPORTS = ("auto", "ssh", "ssm")
+SHUTDOWN_COMMAND = "sudo -n shutdown -h now"
 
 
 def check_instance_id(value: str) -> str:
@@ -49,7 +51,7 @@ def parse_endpoint(text: str) -> tuple[str, int | None]:
     return match["host"].strip("[]"), port
 
 
-class AWSProvider(Provider, SupportsStop):
+class AWSProvider(Provider, SupportsStop, SupportsWatchdog):
     name = "aws"
     unsupported: ClassVar[dict[str, str]] = {}
     #: instances whose transport was already announced in this process (once, not per call)
@@ -289,6 +291,28 @@ class AWSProvider(Provider, SupportsStop):
         )
         raw = ec2.wait_for(session, instance_id, wanted, float(timeout), on_poll=on_poll)
         return self.record(raw, session.region)
+
+    # ---------------------------------------------------------------- watchdog
+
+    def default_watchdog_action(self, instance: Instance) -> str:
+        return "terminate" if instance.extra.get("spot") else "stop"
+
+    def watchdog_recipe(self, instance: Instance, action: str) -> dict[str, Any]:
+        """A shutdown from inside (watchdog.shutdown_command), after setting the instance's
+        shutdown behaviour to ``action`` so that shutdown stops or terminates it."""
+        if action == "stop" and instance.extra.get("spot"):
+            raise NotSupportedError(
+                f"{instance.instance_id} is a one-time spot instance, which cannot be stopped",
+                hint="use --watchdog-action terminate",
+            )
+        session = self.session(instance.instance_id)
+        ec2.set_shutdown_behavior(session, instance.instance_id, action)
+        command = str(self.runtime.config.get("watchdog.shutdown_command")) or SHUTDOWN_COMMAND
+        return {"argv": shlex.split(command)}
+
+    def spot_notice_url(self, instance: Instance) -> str | None:
+        """The instance metadata service (aws.imds_url) for spot instances."""
+        return str(self.runtime.config.get("aws.imds_url")) if instance.extra.get("spot") else None
 
     def require_instance(self, instance_id: str) -> Instance:
         instance = self.get_instance(instance_id)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from runctl.errors import UsageError
+from runctl.errors import NotSupportedError, UsageError
 from runctl.models import Instance, InstanceState
-from runctl.providers.base import Provider
+from runctl.providers.base import Provider, SupportsWatchdog
 from runctl.providers.http import new_client, resolve_api_key
 from runctl.providers.lyceum.api import LyceumApi, Vm, VmOffer, VmRequest, price_key
+from runctl.providers.lyceum.api import _safe_id as safe_id
 from runctl.providers.naming import NAME_PREFIX
 from runctl.providers.sshkeys import cloud_target, connect_cloud, ensure_keypair
 from runctl.runtime import Runtime
@@ -40,8 +41,9 @@ STOP_REASON = (
 )
 
 
-class LyceumProvider(Provider):
-    """Lyceum VMs. No stop: absent from the API (see ``unsupported``)."""
+class LyceumProvider(Provider, SupportsWatchdog):
+    """Lyceum VMs. No stop: absent from the API (see ``unsupported``). A watchdog deletes the
+    VM from inside it through the API (there is no server-side TTL)."""
 
     name = "lyceum"
     unsupported: ClassVar[dict[str, str]] = {"stop": STOP_REASON}
@@ -149,6 +151,22 @@ class LyceumProvider(Provider):
     def terminate_instance(self, instance_id: str) -> None:
         """Delete the VM. Idempotent."""
         self.api.delete_vm(instance_id)
+
+    def default_watchdog_action(self, instance: Instance) -> str:
+        return "terminate"
+
+    def watchdog_recipe(self, instance: Instance, action: str) -> dict[str, Any]:
+        """DELETE of the VM through the API, sent by the VM itself (terminate only)."""
+        if action != "terminate":
+            raise NotSupportedError(
+                f"Lyceum has no stop: {STOP_REASON}", hint="use --watchdog-action terminate"
+            )
+        url = f"{self.api.base_url}/vms/{safe_id(instance.instance_id)}"
+        return {"http": {"method": "DELETE", "url": url, "token": self.api.http.api_key,
+                         "auth_header": "Authorization", "auth_prefix": "Bearer "}}  # fmt: skip
+
+    def spot_notice_url(self, instance: Instance) -> str | None:
+        return None  # Lyceum publishes no interruption notice
 
     def connect(self, instance: Instance) -> Transport:
         status = f"runctl lyceum status --vm-id {instance.instance_id}"

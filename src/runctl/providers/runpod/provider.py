@@ -9,14 +9,15 @@ IP and mapped port for 22/tcp as ``runpod.ssh_user`` (default root), never throu
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from runctl.errors import NoCapacityError, UsageError
 from runctl.models import Instance, InstanceState
-from runctl.providers.base import Provider, SupportsStop
+from runctl.providers.base import Provider, SupportsStop, SupportsWatchdog
 from runctl.providers.http import new_client, resolve_api_key
 from runctl.providers.naming import NAME_PREFIX
 from runctl.providers.runpod.api import GpuOffer, Pod, PodRequest, RunpodApi
+from runctl.providers.runpod.api import _safe_id as safe_id
 from runctl.providers.sshkeys import cloud_target, connect_cloud, ensure_keypair
 from runctl.runtime import Runtime
 from runctl.transport.base import Transport
@@ -33,7 +34,7 @@ _STATES: dict[str, InstanceState] = {
 }
 
 
-class RunpodProvider(Provider, SupportsStop):
+class RunpodProvider(Provider, SupportsStop, SupportsWatchdog):
     name = "runpod"
     unsupported: ClassVar[dict[str, str]] = {}
 
@@ -187,6 +188,25 @@ class RunpodProvider(Provider, SupportsStop):
 
             raise NotFoundError(f"pod {instance_id} is gone", hint="see `runctl runpod list`")
         return instance
+
+    def default_watchdog_action(self, instance: Instance) -> str:
+        return "stop"  # the GPU is released, /workspace kept
+
+    def watchdog_recipe(self, instance: Instance, action: str) -> dict[str, Any]:
+        """The pod stops or deletes itself through the REST API (the calls stop_pod and
+        terminate_pod make)."""
+        url = f"{self.api.rest_url}/pods/{safe_id(instance.instance_id)}"
+        http: dict[str, Any] = (
+            {"method": "POST", "url": f"{url}/action", "body": {"action": "stop"}}
+            if action == "stop"
+            else {"method": "DELETE", "url": url}
+        )
+        http.update(token=self.api.http.api_key, auth_header="Authorization",
+                    auth_prefix="Bearer ")  # fmt: skip
+        return {"http": http}
+
+    def spot_notice_url(self, instance: Instance) -> str | None:
+        return None  # RunPod publishes no interruption notice to the pod
 
     def connect(self, instance: Instance) -> Transport:
         status = f"runctl runpod status --pod-id {instance.instance_id}"

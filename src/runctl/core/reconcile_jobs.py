@@ -1,0 +1,209 @@
+"""Job records vs what the machines know: lost jobs and submits cut short by a killed CLI.
+
+Every job recorded as submitting, setup or running on a cloud machine is checked:
+
+* its machine is gone (terminated, or unknown to the provider) -> **lost**;
+* its machine runs but the agent there has no record of it (``status`` says missing) ->
+  **lost** — unless the job is still ``submitting`` and the process submitting it is alive
+  (a submit in flight; reported as **in-flight**, left alone);
+* still ``submitting`` although the agent has it (the CLI died between starting the agent and
+  recording that) -> **started**: recorded with the agent's state, so ``status``, ``cancel``
+  and ``resources cleanup`` see it;
+* the machine cannot be asked (stopped, SSH fails, provider unreachable) -> **unreachable**,
+  left as it is.
+
+Each change is also written as a ``job.lost`` / ``job.started`` event.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from runctl.errors import RunctlError
+from runctl.models import Instance, InstanceState, Job, JobState
+
+if TYPE_CHECKING:
+    from runctl.providers.base import Provider
+    from runctl.runtime import Runtime
+
+ACTIVE = (JobState.SUBMITTING, JobState.SETUP, JobState.RUNNING)
+GONE = frozenset({InstanceState.TERMINATED.value, InstanceState.TERMINATING.value})
+# Jobs recorded before runctl noted the submitting process: a submit this young may be in flight.
+LEGACY_SUBMIT_GRACE_S = 900.0
+STATUS_TIMEOUT_S = 30.0
+
+Key = tuple[str, str]  # (provider, instance id)
+
+
+@dataclass(frozen=True)
+class JobFinding:
+    kind: str  # lost | started | in-flight | unreachable
+    job_id: str
+    provider: str
+    instance_id: str
+    recorded_state: str
+    state: str  # the state recorded now (unchanged for in-flight/unreachable or a dry run)
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reconcile_jobs(
+    runtime: Runtime,
+    platforms: Iterable[str],
+    live: dict[Key, tuple[Provider, Instance]],
+    *,
+    apply: bool,
+) -> list[JobFinding]:
+    """Check the active jobs of ``platforms`` against ``live`` machines and their agents.
+
+    ``live`` holds what the providers listed (runctl-made, not terminated). Blocks on one
+    agent ``status`` call per machine with active jobs (machines in parallel).
+    """
+    wanted = set(platforms)
+    groups: dict[Key, list[Job]] = {}
+    for job in runtime.store.list_jobs(states=[s.value for s in ACTIVE]):
+        if job.provider in wanted:
+            groups.setdefault((job.provider, job.instance_id), []).append(job)
+    findings: list[JobFinding] = []
+    to_ask: dict[Key, tuple[Provider, Instance]] = {}
+    for key, jobs in groups.items():
+        found = live.get(key) or _lookup(runtime, key)
+        if isinstance(found, str):
+            findings += [_keep(job, "unreachable", found) for job in jobs]
+        elif found is None:
+            reason = f"its instance {key[0]}:{key[1]} is gone"
+            findings += [_lose(runtime, job, reason, apply) for job in jobs]
+        elif found[1].state != InstanceState.RUNNING:
+            why = f"its instance is {found[1].state}; the agent cannot be asked"
+            findings += [_keep(job, "unreachable", why) for job in jobs]
+        else:
+            to_ask[key] = found
+    for key, answer in _ask_agents(to_ask, groups).items():
+        for job in groups[key]:
+            if isinstance(answer, str):
+                findings.append(_keep(job, "unreachable", answer))
+            else:
+                findings += _judge(runtime, job, answer.get(job.job_id), apply)
+    return findings
+
+
+def _lookup(runtime: Runtime, key: Key) -> tuple[Provider, Instance] | str | None:
+    """A machine missing from the listings: (provider, instance), None if gone, or why not."""
+    from runctl.providers import get_provider
+
+    record = runtime.store.get_instance_record(*key)
+    if record is not None and str(record["state"]) in GONE:
+        return None
+    try:
+        provider = get_provider(key[0], runtime)
+        instance = provider.get_instance(key[1])
+    except RunctlError as exc:
+        return f"cannot ask {key[0]} about {key[1]}: {exc.message}"
+    if instance is None or str(instance.state) in GONE:
+        return None
+    return provider, instance
+
+
+def _ask_agents(
+    targets: dict[Key, tuple[Provider, Instance]], groups: dict[Key, list[Job]]
+) -> dict[Key, dict[str, Any] | str]:
+    """Agent ``status`` for the jobs of each machine: its answer, or why it could not be had."""
+    from runctl.core import agent
+
+    def ask(key: Key) -> tuple[Key, dict[str, Any] | str]:
+        provider, instance = targets[key]
+        ids = [j.job_id for j in groups[key]]
+        try:
+            transport = provider.connect(instance)
+            answer = agent.call_json(instance, transport,
+                                     ["status", "--base", instance.remote_dir, *ids],
+                                     timeout=STATUS_TIMEOUT_S)  # fmt: skip
+        except RunctlError as exc:
+            return key, f"cannot ask the agent on {key[0]}:{key[1]}: {exc.message}"
+        return key, answer if isinstance(answer, dict) else "unexpected agent answer"
+
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+        return dict(pool.map(ask, targets))
+
+
+def _judge(
+    runtime: Runtime, job: Job, status: dict[str, Any] | None, apply: bool
+) -> list[JobFinding]:
+    state = (status or {}).get("state", "missing")
+    if state == "missing":
+        if job.state == JobState.SUBMITTING and is_submit_in_flight(job):
+            return [_keep(job, "in-flight", "being submitted by a live runctl process")]
+        return [_lose(runtime, job, "the agent on its instance has no record of it", apply)]
+    if job.state != JobState.SUBMITTING:
+        return []  # the agent knows it: `runctl status` keeps its state current
+    assert status is not None
+    return [_start(runtime, job, status, apply)]
+
+
+def _keep(job: Job, kind: str, reason: str) -> JobFinding:
+    return JobFinding(kind, job.job_id, job.provider, job.instance_id, str(job.state),
+                      str(job.state), reason)  # fmt: skip
+
+
+def _lose(runtime: Runtime, job: Job, reason: str, apply: bool) -> JobFinding:
+    if apply:
+        runtime.store.update_job(job.job_id, state=JobState.LOST)
+        runtime.store.add_event("job.lost", job.job_id, {"reason": reason, "by": "reconcile"})
+    return JobFinding("lost", job.job_id, job.provider, job.instance_id, str(job.state),
+                      str(JobState.LOST) if apply else str(job.state), reason)  # fmt: skip
+
+
+def _start(runtime: Runtime, job: Job, status: dict[str, Any], apply: bool) -> JobFinding:
+    """A submit whose CLI died after the agent started the job: record what the agent says."""
+    from runctl.core.jobs import _apply_status  # the mapping `refresh` uses
+    from runctl.state.db import now_iso
+
+    reason = "the agent started it but the submitting CLI never recorded that"
+    now = str(job.state)
+    if apply:
+        started = status.get("started_at") or status.get("created_at") or now_iso()
+        runtime.store.update_job(job.job_id, state=JobState.RUNNING, started_at=started,
+                                 pid=status.get("agent_pid"))  # fmt: skip
+        running = replace(job, state=JobState.RUNNING)
+        now = str(_apply_status(runtime, running, status).state)
+        runtime.store.add_event("job.started", job.job_id, {"reason": reason, "state": now})
+    return JobFinding("started", job.job_id, job.provider, job.instance_id, str(job.state),
+                      now, reason)  # fmt: skip
+
+
+def is_submit_in_flight(job: Job, now: datetime | None = None) -> bool:
+    """Whether the process that is submitting ``job`` may still be at it."""
+    who = job.spec.get("submitted_by")
+    if isinstance(who, dict) and who.get("host") == socket.gethostname():
+        return _is_alive(int(who.get("pid") or 0))
+    # Older records, or submitted from another machine: only time tells.
+    from runctl.core.costs import parse_iso
+
+    age_s = ((now or datetime.now(UTC)) - parse_iso(job.created_at)).total_seconds()
+    return age_s < LEGACY_SUBMIT_GRACE_S
+
+
+def _is_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:  # a zombie (killed, not yet reaped by its parent) is not submitting anything
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): the signal check has to do

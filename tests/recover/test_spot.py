@@ -1,0 +1,167 @@
+"""Spot recovery end to end: moto EC2 + netns hosts + a real torch job + S3 checkpoints.
+
+``Chaos`` (conftest) plays AWS: notices, reclaimed and vanished machines. The controller under
+test is the real CLI: ``workflow train --recover`` in the foreground, ``recover --daemon``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLI
+from tests.providers.aws.conftest import MotoAWS
+from tests.recover.conftest import Chaos, SpotStand, events, steps_of, write_config, write_train
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.netns,
+    pytest.mark.slow,
+    # SeaweedFS listens on rhost31's veth peer, where the hosts reach it.
+    pytest.mark.allow_hosts(["127.0.0.1", "localhost", "::1", "10.213.31.1"]),
+]
+EVERY = 10  # steps between checkpoints: the most an interruption may lose
+INTERRUPTIONS = int(os.environ.get("SPOT_N", "20"))
+CREDS = ["--env", "AWS_ACCESS_KEY_ID=testing", "--env", "AWS_SECRET_ACCESS_KEY=testing"]
+
+
+@pytest.fixture
+def spot_aws(aws_ssh: MotoAWS, spot_stand: SpotStand) -> MotoAWS:
+    """moto + the netns hosts, with every poll short: spot notices, watchdog, controller."""
+    write_config(
+        aws_ssh,
+        aws={"spot_poll_s": 0.5, "wait_timeout_s": 60.0},
+        s3={"endpoint_url": spot_stand.seaweed.endpoint_url},
+        watchdog={"check_s": 0.5},
+        jobs={"grace_s": 2.0},
+        ssh={"control_persist_s": 10},
+    )
+    return aws_ssh
+
+
+@pytest.fixture
+def done_dir() -> Iterator[Path]:
+    """A directory the test user on the hosts can read (pytest's tmp dirs are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="runctl-spot-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remote_dir(aws: MotoAWS) -> str:
+    import tomllib
+
+    return str(tomllib.loads(aws.config_file.read_text())["aws"]["remote_dir"])
+
+
+def _chaos(aws: MotoAWS, stand: SpotStand, done: Path, interruptions: int, **kw: Any) -> Chaos:
+    chaos = Chaos(aws, [h.address for h in stand.hosts], stand=stand,
+                  remote_dir=_remote_dir(aws), interruptions=interruptions,
+                  done_file=done / "done", **kw)  # fmt: skip
+    chaos.start()
+    return chaos
+
+
+def _workflow(cli: CLI, project: Path, bucket: str, *extra: str, sync_s: str = "0") -> Any:
+    write_train(project)
+    return cli("workflow", "train", "--on", "aws", "--instance-type", "t3.micro", "--spot",
+               "--recover", "--poll", "0.5", "--json", "--no-install-deps",
+               "--checkpoint-s3", f"s3://{bucket}/run", "--checkpoint-sync-s", sync_s, *CREDS,
+               *extra, cwd=project, timeout=600)  # fmt: skip
+
+
+def _alive(aws: MotoAWS) -> list[str]:
+    found = aws.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:runctl:managed", "Values": ["true"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+    ])  # fmt: skip
+    return [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+
+
+def _check_resumes(logs: list[str], final_log: str) -> list[int]:
+    """Every attempt after an interruption resumed from the newest checkpoint the one before
+    wrote, losing at most one checkpoint interval; returns the steps lost per interruption."""
+    lost = []
+    for before, after in zip(logs, [*logs[1:], final_log], strict=True):
+        prev, nxt = steps_of(before), steps_of(after)
+        assert prev["saved"], before
+        assert nxt["resumed"] is not None, after
+        # newest checkpoint: the last one logged (or one saved as SIGTERM cut the log short)
+        assert prev["saved"][-1] <= nxt["resumed"] <= prev["saved"][-1] + EVERY
+        assert prev["last"] - nxt["resumed"] <= EVERY, (before[-300:], after[:300])
+        lost.append(prev["last"] - nxt["resumed"])
+    return lost
+
+
+def _never_two_at_once(home: Path) -> None:
+    """From the recorded state history: no two runctl machines were ever billed together."""
+    from runctl.state.store import Store
+
+    store = Store.open(home / "state.db")
+    spans = []
+    for record in store.list_instance_records("aws"):
+        history = store.instance_history(int(record["resource_id"]))
+        start = next(at for state, at in history if state in ("pending", "running"))
+        end = next((at for state, at in history if state == "terminated"), "9999")
+        spans.append((start, end))
+    spans.sort()
+    for (_s1, e1), (s2, _e2) in zip(spans, spans[1:], strict=False):
+        assert e1 <= s2, spans
+
+
+def test_twenty_spot_interruptions_recover_from_the_latest_checkpoint(
+    cli: CLI, spot_aws: MotoAWS, spot_stand: SpotStand, project: Path, runctl_home: Path,
+    done_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    from tests.stands.seaweed import new_bucket
+
+    bucket = new_bucket(spot_stand.seaweed, "spot")
+    chaos = _chaos(spot_aws, spot_stand, done_dir, INTERRUPTIONS)
+    started = time.monotonic()
+    try:
+        done = _workflow(cli, project, bucket, "--max-restarts", "25", "--output",
+                         str(tmp_path / "out"), "train_spot", "--", "--every", str(EVERY),
+                         "--step-s", "0.05", "--done-file", str(done_dir / "done"))  # fmt: skip
+    finally:
+        chaos.stop()
+    took = time.monotonic() - started
+    (Path("/tmp/spot-debug")).mkdir(exist_ok=True)
+    Path("/tmp/spot-debug/stderr").write_text(done.stderr)
+    Path("/tmp/spot-debug/home").write_text(str(runctl_home))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "succeeded" and summary["restarts"] == INTERRUPTIONS
+    assert len(chaos.logs) == INTERRUPTIONS and len(summary["jobs"]) == INTERRUPTIONS + 1
+    final = (runctl_home / "final.log")
+    final_log = _final_log(cli, summary["job_id"])
+    final.write_text(final_log)
+    lost = _check_resumes(chaos.logs, final_log)
+    assert max(lost) <= EVERY
+    # zero leaked machines: every one of the 21 terminated, and never two at once
+    assert _alive(spot_aws) == [] and chaos.max_alive == 1
+    assert len(summary["instances"]) == INTERRUPTIONS + 1
+    assert all(m["state"] == "terminated" for m in summary["instances"])
+    _never_two_at_once(runctl_home)
+    kinds = [e["kind"] for e in events(runctl_home, "recover.")]
+    assert kinds.count("recover.interrupted") == INTERRUPTIONS
+    assert kinds.count("recover.resubmitted") == INTERRUPTIONS
+    reasons = {e["data"]["reason"] for e in events(runctl_home, "recover.interrupted")}
+    assert reasons == {"preempted"}
+    steps = json.loads((tmp_path / "out" / "metrics.json").read_text())["steps"]
+    assert steps >= steps_of(final_log)["resumed"]
+    print(f"\n{INTERRUPTIONS} interruptions in {took:.1f}s; lost steps {lost}; cycles "
+          f"{[round(t, 1) for t in chaos.cycle_times]}")  # fmt: skip
+
+
+def _final_log(cli: CLI, job_id: str) -> str:
+    done = cli("logs", job_id)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

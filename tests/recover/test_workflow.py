@@ -1,0 +1,175 @@
+"""`workflow train`: create -> sync -> train -> follow -> fetch outputs -> terminate."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLI, need
+from tests.providers.aws.conftest import MotoAWS
+from tests.recover.conftest import Tagger, events, steps_of, torch_reason, write_config, write_train
+
+pytestmark = pytest.mark.integration
+FAST = ["--every", "5", "--step-s", "0.01"]
+
+
+def _summary(done: Any) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise AssertionError(f"no JSON on stdout:\n{done.stdout}\n{done.stderr}") from None
+    return data
+
+
+def test_local_end_to_end(cli: CLI, project: Path, runctl_home: Path) -> None:
+    need(torch_reason())
+    write_train(project)
+    done = cli("workflow", "train", "--on", "local", "--poll", "0.2", "--json", "train_spot",
+               "--", "--max-steps", "12", *FAST, cwd=project)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done)
+    assert summary["state"] == "succeeded" and summary["result"] == "finished"
+    assert summary["cost_usd"] == 0.0 and summary["instances"] == []
+    # the log went to stderr under --json, from the first line to the last
+    assert "fresh start" in done.stderr and "done at step 12" in done.stderr
+    metrics = json.loads((Path(summary["outputs"]) / "metrics.json").read_text())
+    assert metrics["steps"] == 12
+    kinds = [e["kind"] for e in events(runctl_home, "workflow.")]
+    assert kinds[0] == "workflow.started" and kinds[-1] == "workflow.finished"
+    assert "workflow.fetched" in kinds
+
+
+def test_ssh_host_outputs_and_cost(
+    cli: CLI, ssh_config: Path, sshd: Any, project: Path, tmp_path: Path
+) -> None:
+    need(torch_reason())
+    added = cli("hosts", "add", "wfhost", "testhost", "--hourly-usd", "3.6",
+                "--remote-dir", f".runctl-wf-{time.time_ns()}")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    write_train(project)
+    out = tmp_path / "fetched"
+    done = cli("workflow", "train", "--on", "ssh:wfhost", "--poll", "0.2", "--output", str(out),
+               "--no-install-deps", "train_spot", "--", "--max-steps", "10", *FAST,
+               cwd=project)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "done at step 10" in done.stdout  # the log streams to stdout without --json
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 10
+    assert "cost $" in done.stderr  # the human summary
+    summary = _summary(cli("workflow", "train", "--on", "ssh:wfhost", "--poll", "0.2", "--json",
+                           "--output", str(tmp_path / "again"), "--no-install-deps",
+                           "train_spot", "--", "--max-steps", "5", *FAST, cwd=project))  # fmt: skip
+    # $3.60/h: a run of a few seconds costs a few tenths of a cent, never nothing
+    assert summary["state"] == "succeeded" and 0 < summary["cost_usd"] < 0.05
+
+
+@pytest.fixture
+def aws_stand(aws_ssh: MotoAWS, sshd: Any) -> MotoAWS:
+    write_config(aws_ssh, aws={"wait_timeout_s": 30.0}, ssh={"control_persist_s": 5})
+    return aws_ssh
+
+
+def _runctl_instances(aws: MotoAWS) -> list[dict[str, Any]]:
+    found = aws.client("ec2").describe_instances(
+        Filters=[{"Name": "tag:runctl:managed", "Values": ["true"]}]
+    )
+    return [i for r in found["Reservations"] for i in r["Instances"]]
+
+
+def test_aws_create_train_fetch_terminate(
+    cli: CLI, aws_stand: MotoAWS, sshd: Any, project: Path, tmp_path: Path
+) -> None:
+    need(torch_reason())
+    write_train(project)
+    tagger = Tagger(aws_stand, [f"127.0.0.1:{sshd.port}"])
+    tagger.start()
+    try:
+        done = cli("workflow", "train", "--on", "aws", "--instance-type", "t3.micro",
+                   "--poll", "0.3", "--json", "--output", str(tmp_path / "out"),
+                   "--no-install-deps", "train_spot", "--", "--max-steps", "10", *FAST,
+                   cwd=project)  # fmt: skip
+    finally:
+        tagger.stop()
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done)
+    assert summary["state"] == "succeeded" and summary["restarts"] == 0
+    [machine] = summary["instances"]
+    iid = machine["id"].removeprefix("aws:")
+    assert machine["state"] == "terminated" and machine["hourly_usd"] > 0
+    assert summary["cost_usd"] == machine["cost_usd"] > 0
+    assert aws_stand.instance(iid)["State"]["Name"] == "terminated"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["steps"] == 10
+    assert tagger.max_alive == 1
+
+
+def test_aws_failure_terminates_without_asking_when_not_interactive(
+    cli: CLI, aws_stand: MotoAWS, project: Path, runctl_home: Path
+) -> None:
+    # Nothing maps the instance to a host: it never answers, the workflow fails.
+    write_config(aws_stand, aws={"wait_timeout_s": 2.0})
+    (project / "job.py").write_text("print('never runs')\n")
+    done = cli("workflow", "train", "--on", "aws", "--instance-type", "t3.micro", "--json",
+               "job.py", cwd=project)  # fmt: skip
+    assert done.returncode == 8, done.stderr  # ProviderError: not reachable
+    assert "not reachable" in done.stderr
+    summary = _summary(done)
+    assert summary["result"] == "failed" and "not reachable" in summary["error"]
+    [machine] = summary["instances"]
+    assert machine["state"] == "terminated"
+    assert [i["State"]["Name"] for i in _runctl_instances(aws_stand)] == ["terminated"]
+    kinds = [e["kind"] for e in events(runctl_home, "workflow.")]
+    assert "workflow.failed" in kinds and "workflow.terminated" in kinds
+
+
+def test_aws_failure_with_keep_keeps_the_machine(
+    cli: CLI, aws_stand: MotoAWS, project: Path
+) -> None:
+    write_config(aws_stand, aws={"wait_timeout_s": 2.0})
+    (project / "job.py").write_text("print('never runs')\n")
+    done = cli("workflow", "train", "--on", "aws", "--instance-type", "t3.micro", "--keep",
+               "job.py", cwd=project)  # fmt: skip
+    assert done.returncode == 8
+    assert "kept aws:i-" in done.stderr and "runctl aws terminate" in done.stderr
+    assert [i["State"]["Name"] for i in _runctl_instances(aws_stand)] == ["running"]
+
+
+def test_ctrl_c_cancels_the_job_and_terminates(
+    cli: CLI, aws_stand: MotoAWS, sshd: Any, project: Path, runctl_home: Path
+) -> None:
+    need(torch_reason())
+    write_train(project)
+    tagger = Tagger(aws_stand, [f"127.0.0.1:{sshd.port}"])
+    tagger.start()
+    proc = cli.popen("workflow", "train", "--on", "aws", "--instance-type", "t3.micro",
+                     "--poll", "0.2", "--no-install-deps", "train_spot", "--", "--step-s",
+                     "0.05", cwd=project)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the log streams to stdout
+            if line.startswith("step 3 "):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        tagger.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "cancelling train-spot-" in err and "terminating aws:i-" in err
+    assert [i["State"]["Name"] for i in _runctl_instances(aws_stand)] == ["terminated"]
+    from runctl.state.store import Store
+
+    store = Store.open(runctl_home / "state.db")
+    [job] = store.list_jobs()
+    assert job.state.value == "cancelled"
+    kinds = [e["kind"] for e in events(runctl_home, "workflow.")]
+    assert "workflow.cleaned_up" in kinds
+
+
+def test_steps_of_reads_the_training_log() -> None:
+    log = "resumed from step 10 (ckpt_step_000010.pt)\nstep 11 loss=1\nsaved step 15\nstep 16 x"
+    assert steps_of(log) == {"resumed": 10, "saved": [15], "last": 16}
