@@ -68,7 +68,8 @@ def test_leftover_volumes_spot_requests_and_key_pairs(
 
     dry = ok(fast("resources", "cleanup", *AWS, "--dry-run", "--json"))
     assert {t["resource"] for t in dry["leftovers"]["targets"]} == {
-        f"aws:{dropped_vol}", f"aws:{spot['SpotInstanceRequestId']}"
+        f"aws:{dropped_vol}",
+        f"aws:{spot['SpotInstanceRequestId']}",
     }
     assert [r["resource"] for r in dry["leftovers"]["refused"]] == [f"aws:{guarded_vol}"]
     young = ok(fast("resources", "cleanup", *AWS, "--older-than", "1h", "--dry-run", "--json"))

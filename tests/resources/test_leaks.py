@@ -43,20 +43,22 @@ SLEEPY = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
 DRAIN_TIMEOUT_S = 20.0
 
 
-def _popen(*args: str, out: int = subprocess.DEVNULL, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+def _popen(
+    *args: str, out: int = subprocess.DEVNULL, cwd: Path = REPO, err: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
     # Own process group: after the kill, the test waits for what the CLI had started (ssh,
     # tar) to finish on its own, so the hosts' state is settled before it is compared.
     return subprocess.Popen([sys.executable, "-m", "runctl", *args], cwd=cwd, stdout=out,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ),
+                            stderr=err, env=dict(os.environ),
                             start_new_session=True)  # fmt: skip
 
 
 def _timed(*args: str, cwd: Path = REPO) -> tuple[float, dict[str, Any]]:
     """Run one command to completion: (seconds it took, its JSON answer)."""
     started = time.monotonic()
-    proc = _popen(*args, "--json", out=subprocess.PIPE, cwd=cwd)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, args
+    proc = _popen(*args, "--json", out=subprocess.PIPE, cwd=cwd, err=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (args, err.decode())
     return time.monotonic() - started, json.loads(out)
 
 

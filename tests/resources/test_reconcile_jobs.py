@@ -42,6 +42,8 @@ def test_submit_in_flight_by_pid_or_age() -> None:
     mine = _job("a-1", "p", JobState.SUBMITTING, os.getpid())
     assert is_submit_in_flight(mine)
     assert not is_submit_in_flight(_job("a-2", "p", JobState.SUBMITTING, _dead_pid()))
+    # a live process that started after the job was recorded only reused the pid
+    assert not is_submit_in_flight(_job("a-5", "p", JobState.SUBMITTING, os.getpid(), age_h=24))
     # records without the submitting process: a young one may be in flight, an old one not
     assert is_submit_in_flight(_job("a-3", "p", JobState.SUBMITTING, None))
     assert not is_submit_in_flight(_job("a-4", "p", JobState.SUBMITTING, None, age_h=1))

@@ -172,6 +172,7 @@ def reconcile(
 
 
 def _reconcile_instances(runtime: Runtime, wanted: list[str], *, apply: bool) -> Report:
+    """The instance pass: orphans, vanished, drifted, known."""
     from runctl.core.cloud import observe, record_gone
 
     report = listing(runtime, wanted)

@@ -183,17 +183,19 @@ def _start(runtime: Runtime, job: Job, status: dict[str, Any], apply: bool) -> J
 
 def is_submit_in_flight(job: Job, now: datetime | None = None) -> bool:
     """Whether the process that is submitting ``job`` may still be at it."""
-    who = job.spec.get("submitted_by")
-    if isinstance(who, dict) and who.get("host") == socket.gethostname():
-        return _is_alive(int(who.get("pid") or 0))
-    # Older records, or submitted from another machine: only time tells.
     from runctl.core.costs import parse_iso
 
-    age_s = ((now or datetime.now(UTC)) - parse_iso(job.created_at)).total_seconds()
+    created = parse_iso(job.created_at)
+    who = job.spec.get("submitted_by")
+    if isinstance(who, dict) and who.get("host") == socket.gethostname():
+        return _is_alive(int(who.get("pid") or 0), created.timestamp())
+    # Older records, or submitted from another machine: only time tells.
+    age_s = ((now or datetime.now(UTC)) - created).total_seconds()
     return age_s < LEGACY_SUBMIT_GRACE_S
 
 
-def _is_alive(pid: int) -> bool:
+def _is_alive(pid: int, since: float) -> bool:
+    """Whether ``pid`` runs, is no zombie, and is not a newer process that reused the pid."""
     if pid <= 0:
         return False
     try:
@@ -201,9 +203,15 @@ def _is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a zombie (killed, not yet reaped by its parent) is not submitting anything
+        pass  # exists, owned by someone else
+    try:  # Linux: the process's state and start time (no /proc, as on macOS: trust the pid)
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): the signal check has to do
+            fields = fh.read().rsplit(")", 1)[-1].split()
+        with open("/proc/stat") as fh:
+            boot = next(float(ln.split()[1]) for ln in fh if ln.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return True
+    if fields[0] == "Z":
+        return False  # killed, not yet reaped by its parent: submitting nothing
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return started <= since + 2.0  # btime has whole seconds

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ def test_vm_lifecycle_train_monitor_no_stop_and_reap(
             "--name",
             "exp",
             "--max-duration",
-            "0s",
+            "3s",
             "--json",
         )
     )
@@ -81,6 +83,9 @@ def test_vm_lifecycle_train_monitor_no_stop_and_reap(
     assert created["state"] == "running" and created["hourly_usd"] == 2.79
     assert created["ssh"]["port"] == sshd.port and created["ssh"]["user"] == "runctltest"
     assert vms_ssh.keys[vm] == Path(f"{sshd.key}.pub").read_text().strip()
+    # The VM's own watchdog would delete it in 3 s; disarmed, `reap` is what is left.
+    disarmed = cli("watchdog", "disarm", "--on", f"lyceum:{vm}", "--json")
+    assert disarmed.returncode == 0 and vms_ssh.vms[vm]["status"] == "ready", disarmed.stderr
 
     done = cli(
         "lyceum",
@@ -104,6 +109,9 @@ def test_vm_lifecycle_train_monitor_no_stop_and_reap(
     assert stop.returncode == 6 and "cannot be stopped" in stop.stderr
     assert "lyceum terminate" in stop.stderr
 
+    expires = datetime.fromisoformat(created["expires_at"])
+    while datetime.now(UTC) <= expires:
+        time.sleep(0.2)
     due = _ok(cli("lyceum", "reap", "--dry-run", "--json"))
     assert due == [
         {"id": vm, "name": created["name"], "expires_at": created["expires_at"], "deleted": False}
