@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import pwd
 import shutil
 import struct
 import subprocess
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,35 @@ def test_train_budget_on_every_cloud(
     assert sorted(t["result"] for t in done["targets"]) == ["terminated"] * 3
     store = Store.open(runctl_home / "state.db")
     assert {store.get_job(j).state for j in jobs.values()} == {JobState.CANCELLED}
+
+
+@pytest.mark.integration
+def test_job_budget_holds_with_runctl_closed(
+    cli: CLI, vms_ssh: FakeLyceum, sshd: Any, project: Path, tmp_path: Path, runctl_home: Path
+) -> None:
+    """`train --budget` on a priced VM arms its watchdog: once the budget is spent at the
+    launch price the VM cancels the job and deletes itself, with no runctl running."""
+    append_config(tmp_path, '\n[costs]\nbudget_action = "terminate"\n[watchdog]\ncheck_s = 0.2\n')
+    (project / "sleepy.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    vm = ok(cli("lyceum", "create", "--json"))["id"]
+    hourly = Store.open(runctl_home / "state.db").get_instance_record("lyceum", vm)
+    budget = round(float(hourly["hourly_usd"]) * 2.0 / 3600, 6)  # two seconds of the VM
+    started = cli("lyceum", "train", "--vm-id", vm, "--budget", str(budget), "sleepy.py",
+                  cwd=project)  # fmt: skip
+    assert started.returncode == 0 and "action terminate" in started.stderr, started.stderr
+    job = job_id_of(started)
+    deadline = time.monotonic() + 30
+    while vms_ssh.vms[vm]["status"] != "terminated":  # nobody asked: the VM did it
+        assert time.monotonic() < deadline, "the VM never deleted itself"
+        time.sleep(0.1)
+    # The "VM" is the loopback host: its job dir outlives the fake's record of the VM.
+    job_dir = Path(Store.open(runctl_home / "state.db").get_job(job).job_dir)
+    if not job_dir.is_absolute():
+        job_dir = Path(pwd.getpwnam(sshd.user).pw_dir) / job_dir
+    log = (job_dir / "log").read_text()
+    assert "[runctl] watchdog: max-duration: stopping the job" in log, log
+    state = json.loads((job_dir / "state.json").read_text())
+    assert state["state"] == "cancelled"
 
 
 # ------------------------------------------------------------------------ html in chromium

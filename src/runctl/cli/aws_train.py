@@ -138,6 +138,7 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
     from runctl.cli.jobs import _parse_env, job_json
     from runctl.core import jobs as core
     from runctl.core.targets import Target
+    from runctl.core.watchdog import guard, job_policy
     from runctl.providers.aws import ec2
 
     provider = make_provider(region, transport)
@@ -161,8 +162,13 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
         login = ecr_login_command(request.docker["image"], cfg.get("aws.host_cli"),
                                   cfg.get("aws.endpoint_url"))  # fmt: skip
         request.pre_commands = [*login, *request.pre_commands]
-    result = core.submit(runtime(), Target(provider, instance), request, progress)
+    target = Target(provider, instance)
+    result = core.submit(runtime(), target, request, progress)
     job = result.job
+    try:  # spot notices, and a --budget the instance enforces itself
+        guard(runtime(), target, job_policy(runtime(), target, None, budget), progress)
+    except RunctlError as exc:
+        progress(f"warning: could not arm the instance's watchdog: {exc.message}")
     try:
         ec2.set_tags(session, [instance_id], {ec2.JOB: job.job_id})
     except RunctlError as exc:

@@ -19,6 +19,7 @@ from runctl.cli.output import (
     runtime,
     table,
 )
+from runctl.cli.recover import check_recoverable, manage, recover_options
 from runctl.cli.watchdog_options import policy_from_options, watchdog_options
 from runctl.errors import CommandFailedError, UsageError
 from runctl.models import Job, JobState
@@ -151,16 +152,14 @@ def _submit(
         from runctl.cli.docker import docker_request
 
         request.docker = docker_request(opts, is_local=target.instance.provider == "local")
-    policy = policy_from_options(**opts)
-    if policy is not None:  # refuse an impossible policy before anything starts
-        from runctl.core.watchdog import build_config
+    from runctl.core.watchdog import build_config, guard, job_policy
 
+    policy = job_policy(rt, target, policy_from_options(**opts), request.budget_usd)
+    if policy is not None:  # refuse an impossible policy before anything starts
         build_config(rt, target, policy)
     result = submit(rt, target, request, progress)
     job = result.job
     if policy is not None or target.instance.provider not in ("local", "ssh"):
-        from runctl.core.watchdog import guard
-
         guard(rt, target, policy, progress)
     if not quiet:
         sync_note = ""
@@ -239,6 +238,7 @@ _RUN_CONTEXT: dict[str, Any] = {}
 @click.command(context_settings=_RUN_CONTEXT)
 @_with_submit_options
 @watchdog_options
+@recover_options
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
 @json_option
@@ -252,7 +252,12 @@ def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
     .py files run with `uv run` when uv is on the host (PEP 723 inline deps honoured),
     else with the host's python; other files are executed directly.
     """
+    if opts["recover"]:
+        check_recoverable(on)
     job = _submit([script, *_split_args(script_args)], "script", on, opts)
+    if opts["recover"]:
+        manage(job, follow=follow, wait=wait_, opts=opts)
+        return
     if follow:
         job = _follow_to_end(job, cancel_on_interrupt=False)
         _finish(job)

@@ -5,8 +5,11 @@
 ``stop`` stops the instances (graceful: runctl jobs on them are cancelled first; a provider
 without stop is reported, not terminated), ``terminate`` terminates them.
 
-Nothing runs this on its own: it happens when ``runctl resources enforce`` runs (by hand, from
-cron, or a CI schedule). ``runctl status`` shows the same warnings without acting.
+This module runs when ``runctl resources enforce`` runs (by hand, from cron, or a CI
+schedule); ``runctl status`` shows the same warnings without acting. A per-job budget on a
+priced cloud machine is also handed to the machine's own watchdog when the job starts
+(``core.watchdog.job_policy``: budget / launch price = a max duration, acting per
+costs.budget_action), so it holds with runctl closed.
 """
 
 from __future__ import annotations

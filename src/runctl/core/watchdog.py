@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from runctl.core import agent
@@ -141,6 +141,33 @@ def arm(
          "spot": bool(config.get("spot")), "pid": answer.get("pid")},
     )  # fmt: skip
     return answer
+
+
+def job_policy(
+    runtime: Runtime, target: Target, policy: WatchdogPolicy | None, budget_usd: float | None
+) -> WatchdogPolicy | None:
+    """``policy`` tightened by a job's ``--budget`` on a priced cloud machine, so the budget
+    holds with runctl closed: the host acts (costs.budget_action stop|terminate) once the
+    budget is spent at the launch price. ``warn`` (or no price) leaves it to `resources
+    enforce` and `status`."""
+    from runctl.core.budget import CLOUDS
+
+    instance = target.instance
+    action = str(runtime.config.get("costs.budget_action"))
+    if (
+        budget_usd is None
+        or instance.provider not in CLOUDS
+        or action not in ("stop", "terminate")
+    ):
+        return policy
+    record = runtime.store.get_instance_record(instance.provider, instance.instance_id)
+    hourly = (record or {}).get("hourly_usd")
+    if not hourly:
+        return policy
+    budget_s = float(budget_usd) / float(hourly) * 3600.0
+    base = policy or WatchdogPolicy()
+    limit = min(budget_s, base.max_duration_s) if base.max_duration_s else budget_s
+    return replace(base, max_duration_s=limit, action=base.action or action)
 
 
 def guard(
