@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Costs, inventory, insights, budgets, cleanup of runctl machines.",
     ),
     "reconcile": (
-        "runctl.cli.resources:reconcile",
+        "runctl.cli.resources_act:reconcile",
         "Find orphaned, vanished and drifted cloud instances.",
     ),
     "watchdog": (
