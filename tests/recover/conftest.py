@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, need
+from tests.fakes.fixtures import runpod_fake  # noqa: F401
 from tests.providers.aws.conftest import MotoAWS, aws_ssh, moto_aws, moto_endpoint  # noqa: F401
 
 TORCH_PYTHON = Path("/opt/runctl-test-torch/bin/python")
@@ -107,9 +108,23 @@ out.mkdir(parents=True, exist_ok=True)
 print(f"done at step {{step}}", flush=True)
 """
 
+# A plain (torch-free) job for the workflow tests: N steps, then outputs/metrics.json.
+COUNT = """import json, os, pathlib, sys, time
+steps = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+for i in range(1, steps + 1):
+    print(f"step {i}", flush=True)
+    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0.01)
+out = pathlib.Path(os.environ["RUNCTL_OUTPUT_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "metrics.json").write_text(json.dumps({"steps": steps}))
+print("done", flush=True)
+"""
+
 _SAVED = re.compile(r"^saved step (\d+)$", re.MULTILINE)
 _STEP = re.compile(r"^step (\d+) ", re.MULTILINE)
 _RESUMED = re.compile(r"^resumed from step (\d+) ", re.MULTILINE)
+# the AWS CLI's line for each file the agent copies to the checkpoint store
+_UPLOADED = re.compile(r"^upload: \S*ckpt_step_(\d+)\.pt to s3://", re.MULTILINE)
 
 
 def torch_reason() -> str | None:
@@ -125,11 +140,13 @@ def write_train(project: Path) -> Path:
 
 
 def steps_of(log: str) -> dict[str, Any]:
-    """What a job log says: resumed-from step, checkpoints saved, the last step reached."""
+    """What a job log says: resumed-from step, checkpoints saved and copied to the store,
+    the last step reached."""
     resumed = _RESUMED.search(log)
     return {
         "resumed": int(resumed.group(1)) if resumed else None,
         "saved": [int(s) for s in _SAVED.findall(log)],
+        "uploaded": [int(s) for s in _UPLOADED.findall(log)],
         "last": max((int(s) for s in _STEP.findall(log)), default=None),
     }
 
@@ -321,7 +338,11 @@ def _start_imds(netns: str, state: Path, workdir: Path) -> subprocess.Popen[byte
 @dataclass(eq=False)
 class Chaos(Tagger):
     """Interrupts the machine ``interruptions`` times (see the module docstring), then writes
-    ``done_file`` once the last machine has checkpointed, so that the job finishes."""
+    ``done_file`` once the last machine has checkpointed, so that the job finishes.
+
+    ``mode="vanish"``: no notice; once a checkpoint has reached the store (the periodic copy
+    logged it) the instance is terminated and the machine lost at once.
+    """
 
     stand: SpotStand | None = None
     remote_dir: str = ""
@@ -370,9 +391,10 @@ class Chaos(Tagger):
                 self.done_file.write_text("done\n")
                 self.phase = "finishing"
             elif self.mode == "vanish":
-                self.logs.append(log)
-                self.ec2.terminate_instances(InstanceIds=[self.current])
-                self._lose(host)
+                if _UPLOADED.search(log):
+                    self.logs.append(log)
+                    self.ec2.terminate_instances(InstanceIds=[self.current])
+                    self._lose(host)
             else:
                 self.stand.notice(host)
                 self.phase = "preempting"

@@ -129,20 +129,15 @@ def test_twenty_spot_interruptions_recover_from_the_latest_checkpoint(
     try:
         done = _workflow(cli, project, bucket, "--max-restarts", "25", "--output",
                          str(tmp_path / "out"), "train_spot", "--", "--every", str(EVERY),
-                         "--step-s", "0.05", "--done-file", str(done_dir / "done"))  # fmt: skip
+                         "--step-s", "0.02", "--done-file", str(done_dir / "done"))  # fmt: skip
     finally:
         chaos.stop()
     took = time.monotonic() - started
-    (Path("/tmp/spot-debug")).mkdir(exist_ok=True)
-    Path("/tmp/spot-debug/stderr").write_text(done.stderr)
-    Path("/tmp/spot-debug/home").write_text(str(runctl_home))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["state"] == "succeeded" and summary["restarts"] == INTERRUPTIONS
     assert len(chaos.logs) == INTERRUPTIONS and len(summary["jobs"]) == INTERRUPTIONS + 1
-    final = (runctl_home / "final.log")
     final_log = _final_log(cli, summary["job_id"])
-    final.write_text(final_log)
     lost = _check_resumes(chaos.logs, final_log)
     assert max(lost) <= EVERY
     # zero leaked machines: every one of the 21 terminated, and never two at once
@@ -165,3 +160,89 @@ def _final_log(cli: CLI, job_id: str) -> str:
     done = cli("logs", job_id)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_max_restarts_exhausted_gives_up_and_terminates(
+    cli: CLI, spot_aws: MotoAWS, spot_stand: SpotStand, project: Path, runctl_home: Path,
+    done_dir: Path,
+) -> None:  # fmt: skip
+    from tests.stands.seaweed import new_bucket
+
+    bucket = new_bucket(spot_stand.seaweed, "giveup")
+    chaos = _chaos(spot_aws, spot_stand, done_dir, 2)
+    try:
+        done = _workflow(cli, project, bucket, "--max-restarts", "1", "train_spot", "--",
+                         "--every", "5", "--step-s", "0.02",
+                         "--done-file", str(done_dir / "done"))  # fmt: skip
+    finally:
+        chaos.stop()
+    assert done.returncode == 143, done.stderr[-3000:]  # the preempted job's SIGTERM status
+    assert "no restarts left" in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["result"] == "gave-up" and summary["restarts"] == 1
+    assert summary["state"] == "preempted" and summary["interruption"] == "preempted"
+    assert len(summary["instances"]) == 2
+    assert all(m["state"] == "terminated" for m in summary["instances"])
+    assert _alive(spot_aws) == [] and chaos.max_alive == 1
+    kinds = [e["kind"] for e in events(runctl_home, "recover.")]
+    assert kinds.count("recover.resubmitted") == 1 and kinds[-1] == "recover.gave_up"
+
+
+def test_run_recover_daemon_resumes_a_vanished_machine_from_the_store(
+    cli: CLI, spot_aws: MotoAWS, spot_stand: SpotStand, project: Path, runctl_home: Path,
+    done_dir: Path,
+) -> None:  # fmt: skip
+    """`run --recover` on a spot machine starts `recover --daemon`; a second controller is
+    refused. The machine vanishes (no notice): only what the periodic copy stored survives."""
+    from tests.stands.seaweed import new_bucket
+
+    bucket = new_bucket(spot_stand.seaweed, "daemon")
+    write_train(project)
+    chaos = _chaos(spot_aws, spot_stand, done_dir, 1, mode="vanish")
+    daemon_pid = None
+    try:
+        created = cli("aws", "create", "t3.micro", "--spot", "--json")
+        assert created.returncode == 0, created.stderr
+        iid = json.loads(created.stdout)["instance_id"]
+        _wait_for(lambda: iid in chaos.mapped)
+        started = cli("run", "--on", f"aws:{iid}", "--recover", "--max-restarts", "2",
+                      "--json", "--no-install-deps", "--checkpoint-s3", f"s3://{bucket}/run",
+                      "--checkpoint-sync-s", "0.3", *CREDS, "train_spot", "--", "--every", "5",
+                      "--step-s", "0.03", "--done-file", str(done_dir / "done"),
+                      cwd=project)  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        data = json.loads(started.stdout)
+        job, daemon_pid = data["job_id"], data["recover"]["pid"]
+        for second in (cli("recover", job, "--daemon", cwd=project), cli("recover", job)):
+            assert second.returncode == 9 and "already managed" in second.stderr
+        _wait_for(lambda: not Path(f"/proc/{daemon_pid}").exists(), timeout=120)
+    finally:
+        chaos.stop()
+        if daemon_pid and Path(f"/proc/{daemon_pid}").exists():
+            os.kill(daemon_pid, 9)
+    log = Path(data["recover"]["log"]).read_text()
+    assert "restarted as train-spot-" in log, log
+    jobs = json.loads(cli("jobs", "--json", "--no-refresh").stdout)
+    assert [j["state"] for j in jobs] == ["succeeded", "lost"]  # the first vanished under it
+    assert jobs[0]["on"] != jobs[1]["on"]
+    [interrupted] = events(runctl_home, "recover.interrupted")
+    assert interrupted["data"]["reason"] == "vanished"
+    before, after = steps_of(chaos.logs[0]), steps_of(_final_log(cli, jobs[0]["job_id"]))
+    assert after["resumed"] is not None and after["resumed"] >= max(before["uploaded"])
+    assert after["resumed"] in before["saved"]
+    # the daemon leaves the job's final machine to its owner, as it found the first one
+    alive = _alive(spot_aws)
+    assert alive == [jobs[0]["on"].removeprefix("aws:")] and chaos.max_alive == 1
+    kinds = [e["kind"] for e in events(runctl_home, "recover.")]
+    for kind in ("recover.enabled", "recover.daemon", "recover.started", "recover.interrupted",
+                 "recover.terminated", "recover.launched", "recover.ready",
+                 "recover.watchdog_armed", "recover.resubmitted", "recover.finished"):  # fmt: skip
+        assert kind in kinds, kinds
+    spot_aws.client("ec2").terminate_instances(InstanceIds=alive)
+
+
+def _wait_for(condition: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.output import emit, get_ctx, is_json, json_option, progress, runtime
-from runctl.errors import CommandFailedError, ConflictError, RunctlError
+from runctl.errors import CommandFailedError, RunctlError
 
 if TYPE_CHECKING:
     from runctl.models import Job
@@ -21,7 +21,7 @@ DAEMON_START_S = 10.0
 
 
 @click.command(name="recover")
-@click.argument("job_ref")
+@click.argument("job_ref", metavar="JOB")
 @click.option("--daemon", is_flag=True,
               help="Run the controller in the background; its log is RUNCTL_HOME/recover/"
               "JOB.log.")  # fmt: skip
@@ -52,15 +52,19 @@ def recover(job_ref: str, daemon: bool, max_restarts: int | None, policy: str | 
     checkpoint upload) or a machine that vanished, stopped or stopped answering, the old
     machine is terminated, a replacement launched (never two at once), and the job resubmitted
     with the same name and checkpoint store, so it resumes from its newest checkpoint.
-    Every step is recorded as a `recover.*` event. Ends when the job ends by itself.
+    Every step is recorded as a `recover.*` event. Ends when the job ends by itself; the
+    machine it ended on is left running for its results (terminate it when done).
+    Spot replacements stay spot (an on-demand fallback needs --policy on-demand).
     """
     from runctl.core import recover as core
 
     rt = runtime()
     root = core.root_of(rt, rt.store.get_job(job_ref))
+    core.refuse_if_managed(rt, root.job_id)  # before its settings change under a controller
     root = _configure(rt, root, max_restarts, policy, regions)
     if daemon:
-        _start_daemon(rt, root, poll_s, unreachable_timeout)
+        started = _start_daemon(rt, root, poll_s, unreachable_timeout)
+        emit(started, lambda: click.echo(started["pid"]))
         return
     out = None
     if follow:
@@ -105,16 +109,14 @@ def _configure(rt: Runtime, root: Job, max_restarts: int | None, policy: str | N
     return core.enable(rt, root, spec)
 
 
-def _start_daemon(rt: Runtime, root: Job, poll_s: float, unreachable_timeout: float) -> None:
-    """Start the controller detached (its own session), return once it holds the job's lock."""
+def _start_daemon(
+    rt: Runtime, root: Job, poll_s: float, unreachable_timeout: float
+) -> dict[str, Any]:
+    """Start the controller detached (its own session); return its pid and log once it holds
+    the job's lock."""
     from runctl.core import recover as core
 
-    holder = core.lock_holder(rt, root.job_id)
-    if holder is not None:
-        raise ConflictError(
-            f"job {root.job_id} is already managed by a recovery controller (pid {holder})",
-            hint="only one controller may replace its machines",
-        )
+    core.refuse_if_managed(rt, root.job_id)
     log = rt.home / "recover" / f"{root.job_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "runctl"]
@@ -136,8 +138,8 @@ def _start_daemon(rt: Runtime, root: Job, poll_s: float, unreachable_timeout: fl
             )
         time.sleep(0.05)
     rt.store.add_event("recover.daemon", root.job_id, {"pid": proc.pid, "log": str(log)})
-    text = f"recovery controller for {root.job_id} running (pid {proc.pid}); log: {log}"
-    emit({"root_job": root.job_id, "pid": proc.pid, "log": str(log)}, text)
+    progress(f"recovery controller for {root.job_id} running (pid {proc.pid}); log: {log}")
+    return {"root_job": root.job_id, "pid": proc.pid, "log": str(log)}
 
 
 def _terminate(rt: Runtime, job: Job) -> None:
@@ -156,3 +158,67 @@ def _terminate(rt: Runtime, job: Job) -> None:
 def _line(data: dict[str, Any]) -> str:
     return (f"{data['job_id']} {data['state']} ({data['result']}, {data['restarts']} "
             f"restart(s); jobs: {', '.join(data['jobs'])})")  # fmt: skip
+
+
+# ------------------------------------------------------------- `runctl run --recover`
+
+_RECOVER_OPTIONS = [
+    click.option("--recover", is_flag=True,
+                 help="Managed mode (aws|runpod|lyceum machines runctl created): replace the "
+                 "machine on a spot interruption or when it vanishes, and resume the job from "
+                 "its newest checkpoint (use --checkpoint-s3). With -f/--wait in this process, "
+                 "else by a background `runctl recover JOB --daemon`."),
+    click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
+                 help="With --recover: replacements before giving up."),
+    click.option("--recover-policy", type=click.Choice(["same", "on-demand", "other-az",
+                 "other-region"]), default="same", show_default=True,
+                 help="With --recover: the replacement machine."),
+]  # fmt: skip
+
+
+def recover_options(fn: Any) -> Any:
+    """Add --recover, --max-restarts and --recover-policy to a command that submits a job."""
+    for option in reversed(_RECOVER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def check_recoverable(on: str | None) -> None:
+    """Refuse --recover before anything starts unless TARGET is a machine runctl made."""
+    from runctl.core import recover as core
+
+    rt = runtime()
+    provider, _, instance_id = (on or str(rt.config.get("defaults.on")) or "local").partition(":")
+    core.launch_of_instance(rt, provider, instance_id)  # UsageError otherwise
+
+
+def manage(job: Job, *, follow: bool, wait: bool, opts: dict[str, Any]) -> None:
+    """`run --recover`: store the recovery settings on the just-submitted ``job``, then follow
+    it with a controller here (-f/--wait) or start one in the background."""
+    import dataclasses
+
+    from runctl.cli.jobs import _finish, job_json
+    from runctl.cli.watchdog_options import policy_from_options
+    from runctl.core import recover as core
+
+    rt = runtime()
+    policy = policy_from_options(**opts)
+    launch = core.launch_of_instance(rt, job.provider, job.instance_id)
+    spec = core.recover_spec(job.provider, launch, max_restarts=opts["max_restarts"],
+                             policy=opts["recover_policy"],
+                             watchdog=dataclasses.asdict(policy) if policy else {})  # fmt: skip
+    job = core.enable(rt, job, spec)
+    if not (follow or wait):
+        started = _start_daemon(rt, job, poll_s=5.0, unreachable_timeout=120.0)
+        emit(job_json(job, recover=started), lambda: click.echo(job.job_id))
+        return
+    out = None
+    if follow:
+        out = sys.stderr.buffer if is_json() else sys.stdout.buffer
+    elif not is_json():
+        click.echo(job.job_id)
+    with core.controller_lock(rt, job.job_id):
+        outcome = core.Controller(rt, job, progress, poll_s=2.0, out=out).run()
+    if outcome.result == "gave-up":
+        _terminate(rt, outcome.job)
+    _finish(outcome.job)

@@ -123,6 +123,11 @@ def workflow_train(script: str, script_args: tuple[str, ...], **opts: Any) -> No
         watchdog=None if policy is None else _as_dict(policy),
         keep=opts["keep"], output_dir=opts["output_dir"], poll_s=opts["poll_s"],
     )  # fmt: skip
+    if opts["recover"] and on.partition(":")[0] not in ("aws", "runpod", "lyceum"):
+        raise UsageError(
+            f"--recover needs a machine runctl can replace, not {on}",
+            hint="use --on aws|runpod|lyceum (or a machine runctl created: --on aws:ID)",
+        )
     if opts["recover"] and not opts["checkpoint_s3"]:
         progress("note: without --checkpoint-s3 a replacement machine starts without the "
                  "checkpoints of the one it replaces")  # fmt: skip

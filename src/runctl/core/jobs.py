@@ -78,6 +78,9 @@ class SubmitRequest:
     placement: dict[str, Any] = field(default_factory=dict)
     # run in a container: {"image", "network", "gpus": auto|all|none, "args", "python"}
     docker: dict[str, Any] | None = None
+    # more keys for the recorded spec, stored with the job from the start (spot recovery's
+    # chain of attempts)
+    spec_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ def submit(
         spec["docker"] = dict(request.docker)
         spec["install_requirements"] = False
     spec["local_root"] = str(root)
+    spec.update(request.spec_extra)
     # Who is submitting: `reconcile` tells a submit in flight from one whose CLI was killed.
     spec["submitted_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
     if request.budget_usd is not None:
@@ -296,6 +300,7 @@ def resubmit(
     resume_arg: bool,
     progress: Progress,
     target: Target | None = None,
+    spec_extra: dict[str, Any] | None = None,
 ) -> Submitted:
     """Run ``old`` again with the same name, so it resumes from the newest checkpoint in its
     checkpoint dir (or ``resume_from``); ``resume_arg`` also passes ``--resume PATH`` to the
@@ -328,6 +333,7 @@ def resubmit(
         post_commands=spec.get("post_commands") or (),
         budget_usd=spec.get("budget_usd"),
         docker=spec.get("docker"),
+        spec_extra=dict(spec_extra or {}),
     )
     if target is None:
         target = instance_of_job(runtime, old.provider, old.instance_id)

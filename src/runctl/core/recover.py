@@ -34,7 +34,6 @@ from runctl.core import jobs as core_jobs
 from runctl.core.targets import Target
 from runctl.errors import (
     ConflictError,
-    NoCapacityError,
     NotFoundError,
     ProviderError,
     RunctlError,
@@ -107,7 +106,6 @@ def launch_of_instance(runtime: Runtime, provider: str, instance_id: str) -> dic
         return {
             "instance_type": data.get("instance_type"),
             "spot": spot,
-            "yes": True,
             "region": data.get("region"),
             "project": (record.get("tags") or {}).get("runctl:project"),
         }
@@ -128,14 +126,18 @@ def root_of(runtime: Runtime, job: Job) -> Job:
 
 
 def attempts(runtime: Runtime, root: Job) -> list[Job]:
-    """Every attempt of ``root``'s chain, first to latest."""
-    chain = [
-        j
-        for j in runtime.store.list_jobs(project=root.project)
-        if (j.spec.get("recover") or {}).get("root_job") == root.job_id and j.job_id != root.job_id
-    ]
-    chain.sort(key=lambda j: int(j.spec["recover"].get("attempt", 0)))
-    return [root, *chain]
+    """Every attempt of ``root``'s chain, first to latest (of a number tried twice because
+    a submit failed, the later one)."""
+    latest: dict[int, Job] = {}
+    found = sorted(
+        (j for j in runtime.store.list_jobs(project=root.project)
+         if (j.spec.get("recover") or {}).get("root_job") == root.job_id
+         and j.job_id != root.job_id),
+        key=lambda j: (int(j.spec["recover"].get("attempt", 0)), j.created_at),
+    )  # fmt: skip
+    for job in found:
+        latest[int(job.spec["recover"].get("attempt", 0))] = job
+    return [root, *latest.values()]
 
 
 def enable(runtime: Runtime, job: Job, spec: dict[str, Any]) -> Job:
@@ -157,6 +159,20 @@ def lock_path(runtime: Runtime, root_job: str) -> Any:
     return runtime.home / "recover" / f"{root_job}.lock"
 
 
+def _managed_error(root_job: str, holder: object) -> ConflictError:
+    return ConflictError(
+        f"job {root_job} is already managed by a recovery controller (pid {holder})",
+        hint="only one controller may replace its machines; stop that one first",
+    )
+
+
+def refuse_if_managed(runtime: Runtime, root_job: str) -> None:
+    """ConflictError when a controller already manages ``root_job``."""
+    holder = lock_holder(runtime, root_job)
+    if holder is not None:
+        raise _managed_error(root_job, holder)
+
+
 @contextlib.contextmanager
 def controller_lock(runtime: Runtime, root_job: str) -> Iterator[None]:
     """Hold the one-controller-per-job lock; ConflictError naming the holder if taken."""
@@ -168,10 +184,7 @@ def controller_lock(runtime: Runtime, root_job: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise ConflictError(
-                f"job {root_job} is already managed by a recovery controller (pid {holder})",
-                hint="only one controller may replace its machines; stop that one first",
-            ) from None
+            raise _managed_error(root_job, holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -246,6 +259,7 @@ class Controller:
     _providers: dict[str, Provider] = field(default_factory=dict, repr=False)
     _offset: int = 0
     _pending: Instance | None = None  # created by the launch in progress
+    _why: str = ""  # why the last poll could not reach the machine
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -256,50 +270,67 @@ class Controller:
         """Poll until the job ends or restarts run out; blocks. Caller holds the lock."""
         chain = attempts(self.runtime, self.root)
         job = chain[-1]
-        limit = (
-            self.spec.get("max_restarts", 0) if self.max_restarts is None else self.max_restarts
-        )
+        limit = self.max_restarts
+        if limit is None:
+            limit = int(self.spec.get("max_restarts", 0))
         restarts = len(chain) - 1
         self._event("recover.started", job, max_restarts=limit, policy=self.spec.get("policy"))
         unreachable_since: float | None = None
         while True:
             job, verdict = self.check(job)
-            if verdict == "running":
+            if verdict != "unreachable":
                 unreachable_since = None
-            elif verdict == "unreachable":
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since >= self.unreachable_timeout_s:
-                    verdict = "unreachable"
-                else:
-                    verdict = "wait"
-            if verdict == "done":
-                self._event(
-                    "recover.finished",
-                    job,
-                    state=str(job.state),
-                    exit_code=job.exit_code,
-                    restarts=restarts,
-                )
-                return self._outcome(job, "finished", restarts)
-            if verdict in ("running", "wait"):
+            elif unreachable_since is None:
+                unreachable_since = time.monotonic()
+                wait_s = self.unreachable_timeout_s
+                self.progress(f"warning: {self._why}; retrying for {wait_s:.0f}s")
+                verdict = "running"
+            elif time.monotonic() - unreachable_since < self.unreachable_timeout_s:
+                verdict = "running"  # a blip must not cost a machine and its progress
+            if verdict == "running":
                 self.sleep(self.poll_s)
                 continue
-            self._event(
-                "recover.interrupted",
-                job,
-                reason=verdict,
-                instance=f"{job.provider}:{job.instance_id}",
-            )
-            over = self._over_budget(job)
-            if restarts >= limit or over:
-                verdict = f"{verdict}; over budget" if over else verdict
-                self.progress(f"{job.job_id} {verdict}; no restarts left ({restarts}/{limit})")
-                self._event("recover.gave_up", job, reason=verdict, restarts=restarts)
+            if verdict == "done":
+                self._event("recover.finished", job, state=str(job.state),
+                            exit_code=job.exit_code, restarts=restarts)  # fmt: skip
+                return self._outcome(job, "finished", restarts)
+            self._event("recover.interrupted", job, reason=verdict,
+                        instance=f"{job.provider}:{job.instance_id}")  # fmt: skip
+            stop = self._why_stop(job, verdict, restarts, limit)
+            if stop is not None:
+                self.progress(f"{job.job_id} {verdict}; {stop}")
+                self._event("recover.gave_up", job, reason=verdict, why=stop,
+                            restarts=restarts)  # fmt: skip
                 return self._outcome(job, "gave-up", restarts, reason=verdict)
             restarts += 1
             self.progress(f"{job.job_id} {verdict}: recovering (restart {restarts}/{limit}) ...")
             job = self.replace(job, verdict, restarts)
             unreachable_since = None
+
+    def _why_stop(self, job: Job, verdict: str, restarts: int, limit: int) -> str | None:
+        """Why ``job`` is not restarted after ``verdict``; None when it is."""
+        if restarts >= limit:
+            return f"no restarts left ({restarts}/{limit})"
+        budget = job.spec.get("budget_usd")
+        if budget is not None:
+            chain = attempts(self.runtime, self.root)
+            spent = spent_usd(self.runtime, [f"{j.provider}:{j.instance_id}" for j in chain])
+            if spent >= float(budget):
+                return f"its budget is spent (${spent:.2f} of ${float(budget):.2f})"
+        deadline_s = (self.spec.get("watchdog") or {}).get("max_duration_s")
+        if verdict == "vanished" and deadline_s and self._age_s(job) >= float(deadline_s):
+            # The host's watchdog ended it on purpose (--max-duration): not an interruption.
+            return f"its machine reached --max-duration ({float(deadline_s):.0f}s)"
+        return None
+
+    def _age_s(self, job: Job) -> float:
+        """Seconds since runctl created the job's machine (0 when it did not)."""
+        from datetime import UTC, datetime
+
+        from runctl.core.costs import elapsed_s
+
+        record = self.runtime.store.get_instance_record(job.provider, job.instance_id) or {}
+        return elapsed_s(record.get("created_at"), None, datetime.now(UTC)) or 0.0
 
     # -------------------------------------------------------------------- observing
 
@@ -310,16 +341,18 @@ class Controller:
         try:
             instance = provider.get_instance(job.instance_id)
         except ProviderError as exc:
-            self.progress(f"warning: {provider.name} did not answer ({exc.message}); retrying")
+            self._why = f"{provider.name} did not answer ({exc.message})"
             return job, "unreachable"
         if launchers.is_gone(instance) or (instance is not None and instance.state in _DOWN):
+            if job.state in DONE_STATES:
+                return job, "done"  # it ended before its machine went away
             return self._mark_lost(job), "vanished"
         assert instance is not None
         try:
             job, _status = core_jobs.refresh_on(self.runtime, job, Target(provider, instance))
             self._copy_log(job, provider, instance)
         except TransportError as exc:
-            self.progress(f"warning: {exc.message}")
+            self._why = exc.message
             return job, "unreachable"
         if job.state == JobState.PREEMPTED:
             return job, "preempted"
@@ -373,18 +406,7 @@ class Controller:
         target = Target(self.provider_for(job), instance)
         self._arm_watchdog(job, target)
         self._offset = 0
-        submitted = core_jobs.resubmit(
-            self.runtime,
-            job,
-            resume_from=None,
-            resume_arg=False,
-            progress=self.progress,
-            target=target,
-        )
-        new = submitted.job
-        recover = {**self.spec, "root_job": self.root.job_id, "attempt": restart}
-        self.runtime.store.update_job(new.job_id, spec={**new.spec, "recover": recover})
-        new = self.runtime.store.get_job(new.job_id)
+        new = self._resubmit(job, target, restart)
         self._event(
             "recover.resubmitted",
             new,
@@ -399,10 +421,29 @@ class Controller:
         )
         return new
 
+    def _resubmit(self, job: Job, target: Target, restart: int) -> Job:
+        """Submit ``job`` again on ``target``, linked into the chain from its first record."""
+        recover = {**self.spec, "root_job": self.root.job_id, "attempt": restart}
+        for attempt in range(1, LAUNCH_TRIES + 1):
+            try:
+                submitted = core_jobs.resubmit(
+                    self.runtime, job, resume_from=None, resume_arg=False,
+                    progress=self.progress, target=target, spec_extra={"recover": recover},
+                )  # fmt: skip
+                return submitted.job
+            except TransportError as exc:  # a machine that just booted may still be settling
+                self._event("recover.resubmit_failed", job, error=exc.message, submit_try=attempt)
+                if attempt == LAUNCH_TRIES:
+                    raise
+                self.progress(f"resubmitting failed ({exc.message}); retrying")
+                self.sleep(self.poll_s)
+        raise AssertionError("unreachable")
+
     def _launch(self, job: Job, old_record: dict[str, Any], restart: int) -> Instance:
         options = next_launch(self.runtime, self.spec, job.provider, old_record, self.progress)
         last: RunctlError | None = None
         for attempt in range(1, LAUNCH_TRIES + 1):
+            self._pending = None
             try:
                 instance = launchers.launch(
                     self.runtime,
@@ -417,10 +458,11 @@ class Controller:
                     instance=f"{instance.provider}:{instance.instance_id}",
                     attempt=restart,
                 )
+                self._pending = None
                 return instance
-            except (NoCapacityError, ProviderError, NotFoundError, TransportError) as exc:
+            except (ProviderError, NotFoundError, TransportError) as exc:  # incl. no capacity
                 last = exc
-                self._event("recover.launch_failed", job, error=exc.message, try_=attempt)
+                self._event("recover.launch_failed", job, error=exc.message, launch_try=attempt)
                 self.progress(f"launch failed ({exc.message}); try {attempt}/{LAUNCH_TRIES}")
                 self._cleanup_failed_launch(job)
                 if attempt < LAUNCH_TRIES:
@@ -468,15 +510,6 @@ class Controller:
         )
 
     # ---------------------------------------------------------------------- helpers
-
-    def _over_budget(self, job: Job) -> bool:
-        """True when the job's --budget is spent by the machines of its chain so far."""
-        budget = job.spec.get("budget_usd")
-        if budget is None:
-            return False
-        chain = attempts(self.runtime, self.root)
-        spent = spent_usd(self.runtime, [f"{j.provider}:{j.instance_id}" for j in chain])
-        return spent >= float(budget)
 
     def _event(self, kind: str, job: Job, **data: Any) -> None:
         self.runtime.store.add_event(kind, self.root.job_id, {"job_id": job.job_id, **data})
@@ -537,22 +570,14 @@ def next_launch(
 def arm_watchdog(
     runtime: Runtime, target: Target, policy: dict[str, Any] | None, progress: Progress
 ) -> bool:
-    """Arm the host watchdog with ``policy`` (a ``WatchdogPolicy`` as a dict), and to watch
-    spot notices where the machine has them. False when there was nothing to watch."""
+    """Arm the host watchdog with ``policy`` (a ``WatchdogPolicy`` as a dict) and spot-notice
+    watching where the machine has notices; False when there was nothing to watch."""
     from runctl.core import watchdog
-    from runctl.providers.base import SupportsWatchdog
 
-    chosen = watchdog.WatchdogPolicy(**(policy or {}))
-    provider = target.provider
-    has_notices = (
-        isinstance(provider, SupportsWatchdog)
-        and chosen.spot is not False
-        and provider.spot_notice_url(target.instance) is not None
-    )
-    if not chosen.has_policy and not has_notices:
-        return False
-    watchdog.arm(runtime, target, chosen, progress)
-    return True
+    chosen = watchdog.WatchdogPolicy(**policy) if policy else None
+    if chosen is not None and not chosen.has_policy:
+        chosen = None  # nothing but spot watching, which guard arms where it exists
+    return watchdog.guard(runtime, target, chosen, progress) is not None
 
 
 def spent_usd(runtime: Runtime, instances: list[str]) -> float:

@@ -116,8 +116,7 @@ class Workflow:
             restarts = request.max_restarts if request.recover else 0
             spec = recover.recover_spec(provider, launch, max_restarts=restarts,
                                         policy=request.policy, watchdog=watchdog)  # fmt: skip
-        if watchdog or target.instance.extra.get("spot"):
-            recover.arm_watchdog(rt, target, watchdog, self.progress)
+        recover.arm_watchdog(rt, target, watchdog, self.progress)  # and spot notices
         submitted = core_jobs.submit(rt, target, request.submit, self.progress)
         self.job = submitted.job
         self.progress(f"started {self.job.job_id} on {target.instance.provider}:"
@@ -168,6 +167,7 @@ class Workflow:
 
     def _cleanup(self, *, interrupted: bool, ended: bool = False) -> None:
         """Cancel a job still running and terminate the machines made, unless kept."""
+        self.job = self._current_job()
         alive = [i for i in self.created if not self._is_gone(i)]
         running = self.job is not None and not ended and not self._job_final()
         if self.request.keep:
@@ -219,6 +219,12 @@ class Workflow:
         record = self.runtime.store.get_instance_record(instance.provider, instance.instance_id)
         return record is not None and record["state"] == "terminated"
 
+    def _current_job(self) -> Job | None:
+        """The latest attempt (after a Ctrl-C during a recovery it is no longer the first)."""
+        if self.job is None or not self.job.spec.get("recover"):
+            return self.job
+        return recover.attempts(self.runtime, recover.root_of(self.runtime, self.job))[-1]
+
     def _job_final(self) -> bool:
         if self.job is None:
             return True
@@ -241,27 +247,31 @@ class Workflow:
         """What ran where, how it ended, and what each machine cost."""
         rt = self.runtime
         outcome = self.outcome
-        job = self.job
+        job = self.job = self._current_job()
+        chain = [job] if job else []
+        if job is not None and job.spec.get("recover"):
+            chain = recover.attempts(rt, recover.root_of(rt, job))
         machines = [self._machine(i) for i in self.created]
+        took_s = time.monotonic() - self._started
         cost: float | None = sum(m["cost_usd"] or 0.0 for m in machines)
         if not self.created and job is not None:
-            cost = _host_cost(rt, job)
+            cost = _host_cost(rt, job, took_s)  # the host was ours for the whole run
         data: dict[str, Any] = {
             "workflow_id": self.workflow_id,
             "on": self.request.on,
             "argv": list(self.request.submit.argv),
             "job_id": job.job_id if job else None,
-            "root_job": outcome.root_job if outcome else (job.job_id if job else None),
-            "jobs": outcome.jobs if outcome else ([job.job_id] if job else []),
+            "root_job": chain[0].job_id if chain else None,
+            "jobs": [j.job_id for j in chain],
             "state": str(job.state) if job else None,
             "exit_code": job.exit_code if job else None,
             "result": outcome.result if outcome else "failed",
-            "restarts": outcome.restarts if outcome else 0,
+            "restarts": max(len(chain) - 1, 0),
             "interruption": outcome.reason if outcome else None,
             "outputs": str(self.outputs) if self.outputs else None,
             "instances": machines,
             "cost_usd": None if cost is None else round(cost, 6),
-            "duration_s": round(time.monotonic() - self._started, 2),
+            "duration_s": round(took_s, 2),
             "kept": self.kept,
             "error": self.error,
         }
@@ -286,23 +296,18 @@ class Workflow:
         self.runtime.store.add_event(kind, self.workflow_id, data)
 
 
-def _host_cost(runtime: Runtime, job: Job) -> float | None:
-    """An existing target: local costs nothing; an SSH host its $/h x the job's run time."""
+def _host_cost(runtime: Runtime, job: Job, seconds: float) -> float | None:
+    """An existing target for ``seconds``: local costs nothing, an SSH host (or a machine
+    made earlier) its $/h; None when no price is known."""
     if job.provider == "local":
         return 0.0
-    hourly = None
     if job.provider == "ssh":
         host = runtime.store.get_host(job.instance_id)
         hourly = host.hourly_usd if host else None
     else:
         record = runtime.store.get_instance_record(job.provider, job.instance_id)
         hourly = (record or {}).get("hourly_usd")
-    if hourly is None:
-        return None
-    from runctl.core.costs import elapsed_s
-
-    seconds = elapsed_s(job.started_at or job.created_at, job.ended_at, datetime.now(UTC)) or 0.0
-    return float(hourly) * seconds / 3600.0
+    return None if hourly is None else float(hourly) * seconds / 3600.0
 
 
 def _key(instance: Instance) -> str:
