@@ -95,7 +95,10 @@ def _check_resumes(logs: list[str], final_log: str) -> list[int]:
         assert prev["saved"], before
         assert nxt["resumed"] is not None, after
         # newest checkpoint: the last one logged (or one saved as SIGTERM cut the log short)
-        assert prev["saved"][-1] <= nxt["resumed"] <= prev["saved"][-1] + EVERY
+        assert prev["saved"][-1] <= nxt["resumed"] <= prev["saved"][-1] + EVERY, (
+            before[-400:],
+            after[:400],
+        )
         assert prev["last"] - nxt["resumed"] <= EVERY, (before[-300:], after[:300])
         lost.append(prev["last"] - nxt["resumed"])
     return lost
@@ -129,27 +132,32 @@ def test_twenty_spot_interruptions_recover_from_the_latest_checkpoint(
     try:
         done = _workflow(cli, project, bucket, "--max-restarts", "25", "--output",
                          str(tmp_path / "out"), "train_spot", "--", "--every", str(EVERY),
-                         "--step-s", "0.02", "--done-file", str(done_dir / "done"))  # fmt: skip
+                         "--step-s", "0.05", "--done-file", str(done_dir / "done"))  # fmt: skip
     finally:
         chaos.stop()
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert summary["state"] == "succeeded" and summary["restarts"] == INTERRUPTIONS
+    seen = [(e["kind"], e["data"].get("reason") or e["data"].get("error")) for e in
+            events(runctl_home, "recover.") if e["kind"] != "recover.ready"]  # fmt: skip
+    assert summary["state"] == "succeeded" and summary["restarts"] == INTERRUPTIONS, (
+        summary,
+        seen,
+    )
     assert len(chaos.logs) == INTERRUPTIONS and len(summary["jobs"]) == INTERRUPTIONS + 1
     final_log = _final_log(cli, summary["job_id"])
     lost = _check_resumes(chaos.logs, final_log)
     assert max(lost) <= EVERY
     # zero leaked machines: every one of the 21 terminated, and never two at once
     assert _alive(spot_aws) == [] and chaos.max_alive == 1
-    assert len(summary["instances"]) == INTERRUPTIONS + 1
-    assert all(m["state"] == "terminated" for m in summary["instances"])
+    assert len(summary["instances"]) == INTERRUPTIONS + 1, (summary["instances"], seen)
+    assert all(m["state"] == "terminated" for m in summary["instances"]), summary["instances"]
     _never_two_at_once(runctl_home)
     kinds = [e["kind"] for e in events(runctl_home, "recover.")]
     assert kinds.count("recover.interrupted") == INTERRUPTIONS
     assert kinds.count("recover.resubmitted") == INTERRUPTIONS
     reasons = {e["data"]["reason"] for e in events(runctl_home, "recover.interrupted")}
-    assert reasons == {"preempted"}
+    assert reasons == {"preempted"}, seen
     steps = json.loads((tmp_path / "out" / "metrics.json").read_text())["steps"]
     assert steps >= steps_of(final_log)["resumed"]
     print(f"\n{INTERRUPTIONS} interruptions in {took:.1f}s; lost steps {lost}; cycles "

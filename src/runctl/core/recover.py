@@ -359,8 +359,17 @@ class Controller:
         if job.state in DONE_STATES:
             return job, "done"
         if job.state == JobState.LOST:
-            return job, "lost"
+            return job, self._lost_or_vanished(provider, job)
         return job, "running"
+
+    def _lost_or_vanished(self, provider: Provider, job: Job) -> str:
+        """A dead agent is often the first sign of a machine going away: ask again, so the
+        reason recorded is the machine (vanished) rather than its agent (lost)."""
+        with contextlib.suppress(ProviderError):
+            instance = provider.get_instance(job.instance_id)
+            if launchers.is_gone(instance) or (instance is not None and instance.state in _DOWN):
+                return "vanished"
+        return "lost"
 
     def _copy_log(self, job: Job, provider: Provider, instance: Instance) -> None:
         """Append what the log gained since the last poll to ``out`` (one round trip)."""
