@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Whole runs: create, train, fetch outputs, terminate.",
     ),
     "recover": ("runctl.cli.recover:recover", "Restart a job on a new machine when interrupted."),
+    "events": ("runctl.cli.events:events", "What happened: job states, recoveries, watchdogs."),
     "hosts": ("runctl.cli.hosts:hosts", "Register and list SSH hosts."),
     "aws": ("runctl.cli.aws:aws", "EC2 instances: create, train, monitor, stop, EBS volumes."),
     "docker": ("runctl.cli.docker:docker", "Build and push container images (ECR, any registry)."),
