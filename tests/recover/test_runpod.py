@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI
-from tests.fakes.fixtures import remote_dir, write_user_config
+from tests.fakes.fixtures import on_sshd
 from tests.fakes.runpod_server import FakeRunpod
 from tests.recover.conftest import events
 
@@ -44,21 +44,8 @@ def pods(runpod_fake: FakeRunpod, sshd: Any, tmp_path: Path,
     """Pods reachable at the sshd stand; returns the fake and runctl's dir on the "pods"."""
     import pwd
 
-    runpod_fake.ssh_port = sshd.port
-    monkeypatch.setenv("RUNPOD_API_KEY", runpod_fake.api_key)
-    base = remote_dir("rp-wf")
-    write_user_config(tmp_path, f"""
-[runpod]
-api_url = "{runpod_fake.rest_url}"
-graphql_url = "{runpod_fake.graphql_url}"
-poll_interval_s = 0.01
-wait_timeout_s = 30.0
-ssh_user = "{sshd.user}"
-ssh_key = "{sshd.key}"
-remote_dir = "{base}"
-[ssh]
-control_persist_s = 5
-""")  # fmt: skip
+    base = on_sshd(runpod_fake, sshd, tmp_path, monkeypatch, "rp-wf",
+                   "wait_timeout_s = 30.0\n[ssh]\ncontrol_persist_s = 5\n")  # fmt: skip
     return runpod_fake, Path(pwd.getpwnam(sshd.user).pw_dir) / base
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runctl.cli.output import duration, emit, json_option, progress, runtime
 from runctl.cli.watchdog_options import policy_from_options, watchdog_options
+
+if TYPE_CHECKING:
+    from runctl.core.targets import Target
+    from runctl.runtime import Runtime
 
 _ON = click.option("--on", "on", required=True, metavar="TARGET",
                    help="local, ssh:HOST, aws:ID, runpod:ID, lyceum:ID.")  # fmt: skip
@@ -55,10 +59,8 @@ def watchdog_arm(on: str, spot: bool | None, spot_url: str | None, **opts: Any) 
 def watchdog_status(on: str) -> None:
     """Show the watchdog's policies, whether it runs, and what it has seen or done."""
     from runctl.core import watchdog as core
-    from runctl.core.targets import resolve_target
 
-    rt = runtime()
-    answer = core.status(rt, resolve_target(rt, on))
+    answer = core.status(*_target(on))
     emit(answer, lambda: _show(answer))
 
 
@@ -68,10 +70,15 @@ def watchdog_status(on: str) -> None:
 def watchdog_disarm(on: str) -> None:
     """Stop the watchdog on TARGET (running jobs are left alone)."""
     from runctl.core import watchdog as core
+
+    emit(core.disarm(*_target(on), progress))
+
+
+def _target(on: str) -> tuple[Runtime, Target]:
     from runctl.core.targets import resolve_target
 
     rt = runtime()
-    emit(core.disarm(rt, resolve_target(rt, on), progress))
+    return rt, resolve_target(rt, on)
 
 
 def _show(answer: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI
-from tests.fakes.fixtures import remote_dir, write_user_config
+from tests.fakes.fixtures import FAST_WATCHDOG, on_sshd
 from tests.fakes.lyceum_server import FakeLyceum
 from tests.stands.sshd import SSHStand
 
@@ -25,19 +25,7 @@ def test_max_duration_makes_the_vm_delete_itself(
     cli: CLI, lyceum_fake: FakeLyceum, sshd: SSHStand, tmp_path: Path, runctl_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    lyceum_fake.ssh_port = sshd.port
-    monkeypatch.setenv("LYCEUM_API_KEY", lyceum_fake.api_key)
-    base = remote_dir("lywd")
-    write_user_config(tmp_path, f"""
-[lyceum]
-api_url = "{lyceum_fake.api_url}"
-poll_interval_s = 0.01
-ssh_user = "{sshd.user}"
-ssh_key = "{sshd.key}"
-remote_dir = "{base}"
-[watchdog]
-check_s = 0.2
-""")  # fmt: skip
+    base = on_sshd(lyceum_fake, sshd, tmp_path, monkeypatch, "lywd", FAST_WATCHDOG)
     created = cli("lyceum", "create", "--profile", "h100", "--json")
     assert created.returncode == 0, created.stderr
     vm = json.loads(created.stdout)["id"]
@@ -87,19 +75,7 @@ def test_create_max_duration_arms_the_vm_watchdog(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """`lyceum create --max-duration` alone: the VM deletes itself, no `reap` needed."""
-    lyceum_fake.ssh_port = sshd.port
-    monkeypatch.setenv("LYCEUM_API_KEY", lyceum_fake.api_key)
-    base = remote_dir("lywd2")
-    write_user_config(tmp_path, f"""
-[lyceum]
-api_url = "{lyceum_fake.api_url}"
-poll_interval_s = 0.01
-ssh_user = "{sshd.user}"
-ssh_key = "{sshd.key}"
-remote_dir = "{base}"
-[watchdog]
-check_s = 0.2
-""")  # fmt: skip
+    base = on_sshd(lyceum_fake, sshd, tmp_path, monkeypatch, "lywd2", FAST_WATCHDOG)
     created = cli("lyceum", "create", "--profile", "h100", "--max-duration", "2", "--json")
     assert created.returncode == 0, created.stderr
     assert "watchdog armed" in created.stderr and "action terminate" in created.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI
-from tests.fakes.fixtures import remote_dir, write_user_config
+from tests.fakes.fixtures import FAST_WATCHDOG, on_sshd
 from tests.fakes.runpod_server import FakeRunpod
 from tests.stands.sshd import SSHStand
 
@@ -23,20 +23,7 @@ def test_lost_controller_makes_the_pod_stop_itself(
     cli: CLI, runpod_fake: FakeRunpod, sshd: SSHStand, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    runpod_fake.ssh_port = sshd.port
-    monkeypatch.setenv("RUNPOD_API_KEY", runpod_fake.api_key)
-    base = remote_dir("rpwd")
-    write_user_config(tmp_path, f"""
-[runpod]
-api_url = "{runpod_fake.rest_url}"
-graphql_url = "{runpod_fake.graphql_url}"
-poll_interval_s = 0.01
-ssh_user = "{sshd.user}"
-ssh_key = "{sshd.key}"
-remote_dir = "{base}"
-[watchdog]
-check_s = 0.2
-""")  # fmt: skip
+    base = on_sshd(runpod_fake, sshd, tmp_path, monkeypatch, "rpwd", FAST_WATCHDOG)
     created = cli("runpod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--json")
     assert created.returncode == 0, created.stderr
     pod = json.loads(created.stdout)["id"]
