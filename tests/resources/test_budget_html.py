@@ -59,6 +59,35 @@ def test_daily_budget_warns_then_acts_per_policy(
     assert bad.returncode == 2
 
 
+def test_enforce_every_keeps_checking_until_interrupted(
+    cli: CLI, pods: FakeRunpod, tmp_path: Path
+) -> None:
+    """--every: the daily budget is checked round after round (one JSON line each); the
+    machine is terminated in the first round after the budget is crossed."""
+    import signal
+
+    pod = ok(cli("runpod", "create", "--gpu", GPU, "--json"))["id"]
+    proc = cli.popen("resources", "enforce", "--every", "0.2", "--json")
+    try:
+        time.sleep(1.0)
+        assert pod in pods.pods  # no budget yet
+        append_config(
+            tmp_path, '\n[costs]\ndaily_budget_usd = 0.00001\nbudget_action = "terminate"\n'
+        )
+        deadline = time.monotonic() + 20
+        while pod in pods.pods:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    rounds = [json.loads(line) for line in out.splitlines()]
+    assert len(rounds) >= 3 and rounds[0]["budgets"] == []
+    assert any(a["result"] == "terminated" for r in rounds for a in r["actions"])
+    assert "Traceback" not in err
+
+
 def test_job_budget_is_recorded_and_checked(
     cli: CLI, pods: FakeRunpod, project: Path, runctl_home: Path
 ) -> None:

@@ -31,6 +31,12 @@ class Ctx:
             self._runtime = Runtime(config=cfg, home=config.home(), json=self.json)
         return self._runtime
 
+    def reload(self) -> None:
+        """Forget the loaded config and state (a long-running loop sees edits each round)."""
+        if self._runtime is not None and self._runtime._store is not None:
+            self._runtime._store.db.close()
+        self._runtime = None
+
 
 def json_option(fn: F) -> F:
     """Add ``--json`` to a command (the root's --json works too)."""

@@ -6,12 +6,23 @@ plan, asks a real y/N unless ``--yes`` (``--dry-run`` acts on nothing), then act
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from runctl.cli.output import duration, emit, is_json, json_option, progress, runtime, table
+from runctl.cli.output import (
+    duration,
+    emit,
+    get_ctx,
+    is_json,
+    json_option,
+    progress,
+    runtime,
+    table,
+)
 from runctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -225,12 +236,33 @@ def stop_all(platforms: tuple[str, ...], dry_run: bool, yes: bool) -> None:
     help="Override costs.budget_action for this run.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@click.option(
+    "--every",
+    "every_s",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Keep checking, every SECONDS, until Ctrl-C (--json: one line a round).",
+)
 @json_option
-def enforce(action: str | None, dry_run: bool) -> None:
+def enforce(action: str | None, dry_run: bool, every_s: float | None) -> None:
     """Check the daily budget and per-job --budget; act on crossed ones per costs.budget_action.
 
-    Run it from cron or a scheduler: nothing enforces budgets while no runctl command runs.
+    \b
+    A job's --budget on a priced cloud machine is also enforced by that machine's watchdog,
+    with runctl closed. The daily budget spans machines, so only this command enforces it:
+    run it from cron (`*/5 * * * * runctl resources enforce`) or keep it running with
+    --every 300.
     """
+    if every_s is None:
+        _enforce_once(action, dry_run, compact=False)
+        return
+    while True:
+        _enforce_once(action, dry_run, compact=True)
+        time.sleep(every_s)
+        get_ctx().reload()  # config edits (a new budget) count from the next round
+
+
+def _enforce_once(action: str | None, dry_run: bool, *, compact: bool) -> None:
     from runctl.core import budget
 
     rt = runtime()
@@ -243,6 +275,9 @@ def enforce(action: str | None, dry_run: bool) -> None:
         "budgets": [c.to_json() for c in checks],
         "actions": actions,
     }
+    if compact and is_json():  # a stream of rounds: one JSON document per line
+        click.echo(json.dumps(data, default=str), nl=True)
+        return
 
     def text() -> None:
         if not checks:
