@@ -120,6 +120,7 @@ def _never_two_at_once(home: Path) -> None:
         assert e1 <= s2, spans
 
 
+@pytest.mark.timeout(600)  # ~10-15 s a cycle (torch start, two AWS CLI copies), x 21
 def test_twenty_spot_interruptions_recover_from_the_latest_checkpoint(
     cli: CLI, spot_aws: MotoAWS, spot_stand: SpotStand, project: Path, runctl_home: Path,
     done_dir: Path, tmp_path: Path,
