@@ -72,3 +72,43 @@ def test_store_restores_and_syncs(
         time.sleep(0.2)
     assert json.loads(cli("status", second, "--json").stdout)["state"] == "running"
     assert cli("wait", second).returncode == 0
+
+
+SAVES_ON_SIGTERM = """
+import os, pathlib, signal, sys, time
+d = pathlib.Path(os.environ["RUNCTL_CHECKPOINT_DIR"])
+def stop(*_):
+    (d / "step_final.pt").write_bytes(b"last")
+    print("saved on SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_final_upload_outlives_the_cancel_grace(
+    cli: CLI, project: Path, seaweed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that stops well within its grace keeps its last checkpoint: the copy to the store
+    that follows is not SIGKILLed when the grace period (0.2 s here) runs out."""
+    need(None if HOST_CLI.exists() else f"no AWS CLI at {HOST_CLI} (scripts/install-test-deps.sh)")
+    from tests.stands.seaweed import new_bucket
+
+    for key, value in seaweed.env().items():
+        monkeypatch.setenv(key, value)
+    cfg = tmp_path / "xdg-config" / "runctl" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(
+        f'[aws]\nhost_cli = "{HOST_CLI}"\n[s3]\nendpoint_url = "{seaweed.endpoint_url}"\n'
+    )
+    bucket = new_bucket(seaweed, "ck")
+    (project / "saver.py").write_text(SAVES_ON_SIGTERM)
+    job = job_id_of(cli("run", "--checkpoint-s3", f"s3://{bucket}/r", "saver.py", cwd=project))
+    wait_for_log(cli, job, "ready")
+    assert cli("cancel", job, "--grace", "0.2").returncode == 0
+    cli("wait", job)  # the job's own exit code (0: it caught SIGTERM and returned)
+    assert json.loads(cli("status", job, "--json").stdout)["state"] == "cancelled"
+    log = cli("logs", job).stdout
+    assert "saved on SIGTERM" in log and "failed with exit code" not in log, log
+    assert _keys(seaweed, bucket, "r/") == ["step_final.pt"]

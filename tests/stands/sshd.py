@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import pwd
 import random
@@ -30,9 +31,13 @@ from pathlib import Path
 SSHD = "/usr/sbin/sshd"  # sshd re-execs itself, so it must be started by absolute path
 ALIAS = "testhost"
 START_TIMEOUT_S = 10.0
-DEFAULT_USER = "runctltest"
+# One login user per pytest-xdist worker: remote runctl dirs live in the user's home, and
+# workers must not share them (gw0 and plain runs keep the plain name).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+DEFAULT_USER = "runctltest" if _WORKER == "gw0" else f"runctltest-{_WORKER}"
 _KEYS_PREFIX = "authorized_keys.runctl-"
 _PR_SET_PDEATHSIG = 1
+USER_LOCK = Path("/run/runctl-test/user.lock")
 
 # Must never print anything: runctl parses remote stdout.
 _BASHRC = """\
@@ -241,7 +246,15 @@ def _free_port() -> int:
 
 
 def _ensure_user(user: str) -> tuple[Path, int, int]:
-    # Concurrent sessions may race here; useradd/usermod fail while another holds the lock.
+    # Concurrent sessions (pytest-xdist workers, two checkouts) must not run useradd at once:
+    # racing useradds have left a home owned by a uid that no longer exists.
+    USER_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with USER_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_user_locked(user)
+
+
+def _ensure_user_locked(user: str) -> tuple[Path, int, int]:
     for attempt in range(20):
         try:
             pw = pwd.getpwnam(user)
@@ -262,6 +275,9 @@ def _ensure_user(user: str) -> tuple[Path, int, int]:
                 shutil.copy(item, home / item.name)
                 os.chown(home / item.name, pw.pw_uid, pw.pw_gid)
         os.chown(home, pw.pw_uid, pw.pw_gid)
+    if home.stat().st_uid != pw.pw_uid:  # left by an earlier user of that name
+        for path in [home, *home.rglob("*")]:
+            os.lchown(path, pw.pw_uid, pw.pw_gid)
     for name, text in ((".bashrc", _BASHRC), (".hushlogin", "")):
         path = home / name
         if not path.exists() or path.read_text(errors="replace") != text:

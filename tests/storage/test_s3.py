@@ -234,14 +234,16 @@ def test_small_objects_go_direct_and_round_trip_odd_keys(
     up = storage.upload(src, S3Uri(bucket, "odd/"), TransferOptions(verify=True))
     assert (up.files, up.failed, up.verified) == (3, [], 3)
     direct = storage._direct()
-    # The first object of the bucket goes through botocore, which shows the way for the rest.
-    assert (direct.direct_count, direct.fallback_count) == (2, 1)
+    # The first object of the bucket goes through botocore, which shows the way for the rest;
+    # parallel workers that start before that first answer also take botocore.
+    first_direct, fallbacks = direct.direct_count, direct.fallback_count
+    assert first_direct + fallbacks == 3 and fallbacks >= 1
     got = storage.client.get_object(Bucket=bucket, Key="odd/a b/c+d=e.txt")
     assert got["Body"].read() == b"spaces and signs" and got["ContentType"] == "text/plain"
     down = storage.download(S3Uri(bucket, "odd"), tmp_path / "out", TransferOptions(verify=True),
                             True)  # fmt: skip
     assert (down.files, down.verified) == (3, 3) and _read_tree(tmp_path / "out") == odd
-    assert (direct.direct_count, direct.fallback_count) == (5, 1)
+    assert (direct.direct_count, direct.fallback_count) == (first_direct + 3, fallbacks)
 
 
 @pytest.mark.integration

@@ -275,9 +275,15 @@ class Supervisor:
             fh.write(_now())
 
     def run_step(
-        self, argv: list, env: dict, cwd: str, periodic: Callable[[float], None] | None = None
-    ) -> int:
-        """Run one process in its own group, logging to the job log; return its exit code."""
+        self, argv: list, env: dict, cwd: str, periodic: Callable[[float], None] | None = None,
+        escalate: bool = True,
+    ) -> int:  # fmt: skip
+        """Run one process in its own group, logging to the job log; return its exit code.
+
+        With ``escalate`` a cancel's grace period ending SIGKILLs it; the final checkpoint
+        upload runs without, since it starts only after the job has stopped (a job that
+        stopped well within its grace must not lose its last checkpoint to the clock).
+        """
         self.child = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -302,20 +308,23 @@ class Supervisor:
                 last_beat = now
             if periodic is not None:
                 periodic(now)
-            if self.cancel_at is not None and now >= self.cancel_at and not self.killed:
+            overdue = self.cancel_at is not None and now >= self.cancel_at
+            if escalate and overdue and not self.killed:
                 _killpg(self.child.pid, signal.SIGKILL)
                 self.killed = True
         # Take down anything the command left behind in its group (data loaders, shells).
         _killpg(self.child.pid, signal.SIGKILL)
         return rc if rc >= 0 else 128 - rc
 
-    def run_steps(self, commands: list, label: str, env: dict, cwd: str) -> int:
+    def run_steps(
+        self, commands: list, label: str, env: dict, cwd: str, escalate: bool = True
+    ) -> int:
         """Run ``commands`` (argv lists) in order, logged; stop at the first failure."""
         for argv in commands:
             argv = [str(a) for a in argv]
             self.note("{}: {}".format(label, " ".join(argv)))
             try:
-                rc = self.run_step(argv, env, cwd)
+                rc = self.run_step(argv, env, cwd, escalate=escalate)
             except OSError as exc:
                 self.note(f"cannot start {argv[0]}: {exc.strerror}")
                 return 127 if isinstance(exc, FileNotFoundError) else 126
@@ -489,7 +498,9 @@ class CheckpointUploader:
             return 0
         if self.proc is not None:
             self.proc.wait()
-        rc = self.supervisor.run_steps([self.argv], "checkpoint upload", self.env, self.cwd)
+        rc = self.supervisor.run_steps(
+            [self.argv], "checkpoint upload", self.env, self.cwd, escalate=False
+        )
         if rc == 0:
             self.supervisor.set_state(checkpoints_uploaded_at=_now())
         return rc

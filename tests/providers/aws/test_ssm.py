@@ -20,6 +20,7 @@ from runctl.providers.aws.session import AwsSession
 from runctl.runtime import Runtime
 from runctl.transport.ssm import PREFIX, STDERR_LIMIT, STDOUT_LIMIT, SSMTransport
 from tests.providers.aws.conftest import MotoAWS
+from tests.stands.sshd import DEFAULT_USER
 
 pytestmark = pytest.mark.integration
 BUCKET = "runctl-ssm-out"
@@ -121,7 +122,8 @@ def test_run_quotes_args_returns_exit_code_and_stderr(ssm_setup: Any) -> None:
     assert sent["DocumentName"] == "AWS-RunShellScript"
     assert sent["OutputS3BucketName"] == BUCKET and sent["OutputS3KeyPrefix"] == PREFIX
     # Runs in the login user's home, like SSH.
-    assert transport.run(["sh", "-c", "pwd"]).text.strip() == str(Path("~runctltest").expanduser())
+    home = str(Path(f"~{DEFAULT_USER}").expanduser())
+    assert transport.run(["sh", "-c", "pwd"]).text.strip() == home
 
 
 def test_large_output_comes_from_s3_and_without_bucket_is_an_error(ssm_setup: Any) -> None:

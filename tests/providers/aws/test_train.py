@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import CLI, wait_for_log
 from tests.providers.aws.conftest import MotoAWS, created_id
+from tests.stands.sshd import DEFAULT_USER
 
 pytestmark = pytest.mark.integration
 HOST_CLI = Path("/opt/runctl-test-awscli/bin/aws")
@@ -36,7 +37,7 @@ def test_train_follow_monitor_status_and_generic_run(
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:2] == ["arg: 'a b'", "arg: '$HOME'"]
     assert done.stdout.splitlines()[-1] == "line 3"
-    assert f"{instance}: using ssh runctltest@127.0.0.1:" in done.stderr
+    assert f"{instance}: using ssh {DEFAULT_USER}@127.0.0.1:" in done.stderr
     job = aws_ssh.tags(instance)["runctl:job"]
     assert job.startswith("hello-")
     shown = cli("aws", "watch", instance, "-n", "2")  # alias of monitor

@@ -81,7 +81,7 @@ def test_vm_lifecycle_train_monitor_no_stop_and_reap(
     assert isinstance(created, dict)
     vm = created["id"]
     assert created["state"] == "running" and created["hourly_usd"] == 2.79
-    assert created["ssh"]["port"] == sshd.port and created["ssh"]["user"] == "runctltest"
+    assert created["ssh"]["port"] == sshd.port and created["ssh"]["user"] == sshd.user
     assert vms_ssh.keys[vm] == Path(f"{sshd.key}.pub").read_text().strip()
     # The VM's own watchdog would delete it in 3 s; disarmed, `reap` is what is left.
     disarmed = cli("watchdog", "disarm", "--on", f"lyceum:{vm}", "--json")

@@ -81,7 +81,7 @@ def test_pod_lifecycle_with_jobs_over_ssh(
     created = _ok(cli("runpod", "create", "--gpu", GPU, "--name", "exp1", "--json"))
     pod = created["id"]
     assert created["name"].startswith("runctl-exp1-") and created["state"] == "running"
-    assert created["ssh"]["port"] == sshd.port and created["ssh"]["user"] == "runctltest"
+    assert created["ssh"]["port"] == sshd.port and created["ssh"]["user"] == sshd.user
     assert created["hourly_usd"] == 0.44  # the 4090's secure price, captured at launch
     (sent,) = pods_ssh.seen("POST /v2/pods")
     assert sent.body["env"]["PUBLIC_KEY"] == Path(f"{sshd.key}.pub").read_text().strip()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import CLI, job_id_of, wait_for_log
 from tests.stands.slurm import SlurmStand
+from tests.stands.sshd import DEFAULT_USER
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,7 @@ def test_login_node_over_ssh(
     assert "line 2" in done.stdout
     job = json.loads(cli("jobs", "--json").stdout)[0]
     assert job["on"] == "slurm:login" and job["state"] == "succeeded"
-    assert "UserId=runctltest" in slurm.run("scontrol", "show", "job", "-o")
+    assert f"UserId={DEFAULT_USER}(" in slurm.run("scontrol", "show", "job", "-o")
     assert "synced" in done.stderr
 
 

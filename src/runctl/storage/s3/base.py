@@ -10,9 +10,7 @@ from concurrent.futures import as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runctl.errors import (
-    RunctlError,
-)
+from runctl.errors import RunctlError
 from runctl.storage.s3.direct import DirectS3
 
 if TYPE_CHECKING:

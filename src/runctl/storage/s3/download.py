@@ -10,18 +10,11 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runctl.errors import (
-    NotFoundError,
-    RunctlError,
-    UsageError,
-)
-from runctl.storage.s3.direct import DirectFailed
-
-if TYPE_CHECKING:
-    pass
+from runctl.errors import NotFoundError, RunctlError, UsageError
 from runctl.storage.s3.base import _StorageBase
+from runctl.storage.s3.direct import DirectFailed
 from runctl.storage.s3.local import (
     _b64,
     _file_digest,

@@ -12,10 +12,8 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
 from runctl.storage.s3.model import MTIME_SLACK_S, LocalFile
 
 # ----------------------------------------------------------------------------- local files

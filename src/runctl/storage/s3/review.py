@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runctl.storage.checkpoints import CHECKPOINT_EXTS, step_of
-
-if TYPE_CHECKING:
-    pass
 from runctl.storage.s3.model import ObjectInfo
 
 _STEP_WORD_RE = re.compile(r"(step|epoch|iter|ckpt|checkpoint)[_-]?\d+", re.IGNORECASE)

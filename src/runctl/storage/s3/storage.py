@@ -6,14 +6,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runctl.errors import (
-    UsageError,
-)
-
-if TYPE_CHECKING:
-    pass
+from runctl.errors import UsageError
 from runctl.storage.s3.download import _Downloads
 from runctl.storage.s3.model import (
     CleanupPlan,

@@ -15,17 +15,11 @@ import uuid
 from concurrent.futures import as_completed
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runctl.errors import (
-    NotFoundError,
-    RunctlError,
-)
-from runctl.storage.s3.direct import DirectFailed
-
-if TYPE_CHECKING:
-    pass
+from runctl.errors import NotFoundError, RunctlError
 from runctl.storage.s3.base import _StorageBase
+from runctl.storage.s3.direct import DirectFailed
 from runctl.storage.s3.local import (
     _b64,
     _file_digest,

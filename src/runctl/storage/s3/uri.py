@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from runctl.errors import (
-    UsageError,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from runctl.errors import UsageError
 
 # ----------------------------------------------------------------------------- URIs
 
