@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,22 +75,34 @@ def test_running_job_keeps_its_code_while_the_tree_changes(
     cli: CLI, host: str, project: Path, sshd: object
 ) -> None:
     (project / "show.py").write_text(
-        "import time\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
-        "time.sleep(2)\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
+        "import os, sys, time\nprint(open('pkg/util.py').read().strip(), flush=True)\n"
+        "while not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n"
+        "print(open('pkg/util.py').read().strip(), flush=True)\n"
     )
-    first = job_id_of(cli("run", "--on", host, "show.py", cwd=project))
-    (project / "pkg" / "util.py").write_text("VALUE = 2\n")
-    second = job_id_of(cli("run", "--on", host, "show.py", cwd=project))
-    assert cli("wait", first).returncode == 0 and cli("wait", second).returncode == 0
-    assert cli("logs", first).stdout.splitlines() == ["VALUE = 1", "VALUE = 1"]
-    assert cli("logs", second).stdout.splitlines() == ["VALUE = 2", "VALUE = 2"]
-    one = json.loads(cli("status", first, "--json").stdout)["workdir"]
-    two = json.loads(cli("status", second, "--json").stdout)["workdir"]
-    assert one != two and Path(one).parent == Path(two).parent
-    # Once nothing runs in the old version, the next sync removes it.
-    (project / "pkg" / "util.py").write_text("VALUE = 3\n")
-    assert cli("run", "--on", host, "--wait", "show.py", cwd=project).returncode == 0
-    assert Path(one).name not in _remote(sshd, "ls", str(Path(one).parent))
+    # The jobs hold on until released, so the first surely runs while the second syncs.
+    gate = Path(tempfile.mkdtemp(prefix="runctl-gate-", dir="/tmp"))
+    gate.chmod(0o755)
+    release = str(gate / "go")
+    try:
+        first = job_id_of(cli("run", "--on", host, "show.py", "--", release, cwd=project))
+        wait_for_log(cli, first, "VALUE = 1")
+        (project / "pkg" / "util.py").write_text("VALUE = 2\n")
+        second = job_id_of(cli("run", "--on", host, "show.py", "--", release, cwd=project))
+        wait_for_log(cli, second, "VALUE = 2")
+        Path(release).write_text("")
+        assert cli("wait", first).returncode == 0 and cli("wait", second).returncode == 0
+        assert cli("logs", first).stdout.splitlines() == ["VALUE = 1", "VALUE = 1"]
+        assert cli("logs", second).stdout.splitlines() == ["VALUE = 2", "VALUE = 2"]
+        one = json.loads(cli("status", first, "--json").stdout)["workdir"]
+        two = json.loads(cli("status", second, "--json").stdout)["workdir"]
+        assert one != two and Path(one).parent == Path(two).parent
+        # Once nothing runs in the old version, the next sync removes it.
+        (project / "pkg" / "util.py").write_text("VALUE = 3\n")
+        done = cli("run", "--on", host, "--wait", "show.py", "--", release, cwd=project)
+        assert done.returncode == 0, done.stderr
+        assert Path(one).name not in _remote(sshd, "ls", str(Path(one).parent))
+    finally:
+        shutil.rmtree(gate, ignore_errors=True)
 
 
 def test_unchanged_tree_skips_sync_and_changes_are_incremental(
