@@ -37,9 +37,9 @@ def _keys(seaweed: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"].rsplit("/", 1)[-1] for o in found)
 
 
-def test_store_restores_and_syncs(
-    cli: CLI, project: Path, seaweed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def bucket(seaweed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SeaweedFS bucket; the agent's host steps run the AWS CLI against it."""
     need(None if HOST_CLI.exists() else f"no AWS CLI at {HOST_CLI} (scripts/install-test-deps.sh)")
     from tests.stands.seaweed import new_bucket
 
@@ -50,7 +50,10 @@ def test_store_restores_and_syncs(
     cfg.write_text(
         f'[aws]\nhost_cli = "{HOST_CLI}"\n[s3]\nendpoint_url = "{seaweed.endpoint_url}"\n'
     )
-    bucket = new_bucket(seaweed, "ck")
+    return str(new_bucket(seaweed, "ck"))
+
+
+def test_store_restores_and_syncs(cli: CLI, project: Path, seaweed: Any, bucket: str) -> None:
     store = f"s3://{bucket}/runs/a"
     (project / "writer.py").write_text(WRITER)
 
@@ -88,21 +91,10 @@ time.sleep(60)
 
 
 def test_final_upload_outlives_the_cancel_grace(
-    cli: CLI, project: Path, seaweed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: CLI, project: Path, seaweed: Any, bucket: str
 ) -> None:
     """A job that stops well within its grace keeps its last checkpoint: the copy to the store
     that follows is not SIGKILLed when the grace period (0.2 s here) runs out."""
-    need(None if HOST_CLI.exists() else f"no AWS CLI at {HOST_CLI} (scripts/install-test-deps.sh)")
-    from tests.stands.seaweed import new_bucket
-
-    for key, value in seaweed.env().items():
-        monkeypatch.setenv(key, value)
-    cfg = tmp_path / "xdg-config" / "runctl" / "config.toml"
-    cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(
-        f'[aws]\nhost_cli = "{HOST_CLI}"\n[s3]\nendpoint_url = "{seaweed.endpoint_url}"\n'
-    )
-    bucket = new_bucket(seaweed, "ck")
     (project / "saver.py").write_text(SAVES_ON_SIGTERM)
     job = job_id_of(cli("run", "--checkpoint-s3", f"s3://{bucket}/r", "saver.py", cwd=project))
     wait_for_log(cli, job, "ready")
