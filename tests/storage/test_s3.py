@@ -645,3 +645,14 @@ def test_upload_to_missing_bucket_stops_the_whole_transfer(tmp_path: Path, aws_e
 def test_object_modified_is_utc_iso() -> None:
     stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
     assert ObjectInfo("k", 1, stamp).modified == "2026-01-02T03:04:05+00:00"
+
+
+def test_listing_timestamps_parse_fast_and_like_botocore() -> None:
+    """The ISO 8601 shortcut for LastModified agrees with botocore's own parser."""
+    from botocore.utils import parse_timestamp
+
+    from runctl.storage.s3.client import _parse_timestamp
+
+    for value in ("2026-12-02T01:02:03.000Z", "2026-12-02T01:02:03Z",
+                  "Wed, 02 Dec 2026 01:02:03 GMT", 1764637323, "2026-12-02T01:02:03"):  # fmt: skip
+        assert _parse_timestamp(value).timestamp() == parse_timestamp(value).timestamp()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from runctl.errors import (
     AuthError,
@@ -15,10 +16,10 @@ from runctl.errors import (
     UsageError,
     aws_credentials_error,
 )
+from runctl.storage.s3.model import MAX_PARTS, MIB, MIN_PART_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
-from runctl.storage.s3.model import MAX_PARTS, MIB, MIN_PART_BYTES
 
 # ----------------------------------------------------------------------------- client
 
@@ -41,12 +42,20 @@ class S3Settings:
 def make_client(settings: S3Settings) -> S3Client:
     """One S3 client for all threads: standard retries, a pool as wide as our threads."""
     import boto3
+    import botocore.session
     from botocore.config import Config
     from botocore.exceptions import ProfileNotFound
 
+    core = botocore.session.get_session()
+    # A 10,000-object listing spent ~3 s of CPU in dateutil parsing LastModified; S3 sends
+    # ISO 8601 there, which datetime parses far faster (other shapes go to botocore's parser).
+    factory = core.get_component("response_parser_factory")
+    factory.set_parser_defaults(timestamp_parser=_parse_timestamp)
     try:
         session = boto3.session.Session(
-            profile_name=settings.profile or None, region_name=settings.region or None
+            botocore_session=core,
+            profile_name=settings.profile or None,
+            region_name=settings.region or None,
         )
     except ProfileNotFound:
         raise ConfigError(
@@ -136,3 +145,13 @@ def _is_fatal(exc: BaseException) -> bool:
     # A local file problem or a checksum mismatch fails that object only; credentials,
     # network (BotoCoreError), bugs and interrupts stop everything.
     return not isinstance(exc, OSError | RunctlError)
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)  # "2026-12-02T01:02:03.000Z" (Python >= 3.11)
+    except (TypeError, ValueError):  # HTTP dates, epoch numbers
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
