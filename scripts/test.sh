@@ -9,5 +9,5 @@ bash scripts/install-test-deps.sh
 .venv/bin/mypy
 # Three workers on two cores: most tests wait on sshd, moto, SeaweedFS or torch start-up.
 # Tests sharing a machine-wide stand (fixed netns hosts, Slurm, dockerd) stay on one worker
-# (xdist_group marks, tests/conftest.py). Pass -n 0 to run serially.
+# (the scheduler in tests/conftest.py). Pass -n 0 to run serially.
 .venv/bin/python -m pytest -n "${RUNCTL_TEST_WORKERS:-3}" --dist loadgroup "$@"
