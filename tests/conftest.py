@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,14 @@ IN_CI = os.environ.get("CI") == "true"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--live", action="store_true", help="run tests against real clouds")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Started with SIGINT ignored (`nohup`, `cmd &` from a script), pytest would hand that
+    # disposition to every child it spawns (ignored signals survive exec), and the Ctrl-C
+    # tests would interrupt nothing. A Python-level handler is reset to the default on exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # Under pytest-xdist (`-n N --dist loadgroup`), tests that share a machine-wide resource run
@@ -93,6 +103,7 @@ class CLI:
     """Runs the real ``runctl`` in a subprocess, as a user would."""
 
     cwd: Path
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def __call__(
         self,
@@ -102,25 +113,52 @@ class CLI:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        # Its own process group, so a timeout kills the CLI and every helper it started
+        # (ssh, rsync) instead of leaving them to trip up the next test.
+        with subprocess.Popen(
             [sys.executable, "-m", "runctl", *args],
             cwd=cwd or self.cwd,
-            input=input,
-            capture_output=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             env={**os.environ, **(env or {})},
-            check=False,
-        )
+            process_group=0,
+        ) as proc:
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except BaseException:
+                _kill_group(proc)
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "runctl", *args],
             cwd=cwd or self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            process_group=0,
         )
+        self.started.append(proc)
+        return proc
+
+    def kill_leftovers(self) -> None:
+        """Kill what a test started with `popen` and left running (a failed assertion)."""
+        for proc in self.started:
+            if proc.poll() is None:
+                _kill_group(proc)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def job_id_of(done: subprocess.CompletedProcess[str]) -> str:
@@ -142,8 +180,10 @@ def wait_for_log(cli: CLI, job: str, text: str, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def cli() -> CLI:
-    return CLI(cwd=REPO)
+def cli() -> Iterator[CLI]:
+    runner = CLI(cwd=REPO)
+    yield runner
+    runner.kill_leftovers()
 
 
 @pytest.fixture

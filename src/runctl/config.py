@@ -9,6 +9,7 @@ error with a suggestion, not a silently ignored setting.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -26,28 +27,49 @@ class Key:
     default: Any
     help: str
     secret: bool = False  # never shown by `config show`; files holding it are made 0600
+    choices: tuple[str, ...] = ()  # the allowed values of a string key (empty: any)
+    lo: float | None = None  # numbers: smallest allowed value (all numbers must be finite)
+    hi: float | None = None  # numbers: largest allowed value
 
 
 SCHEMA: dict[str, Key] = {
     "defaults.on": Key(str, "local", "where `runctl run` runs without --on (local, ssh:HOST)"),
     "defaults.project": Key(str, "", "project name (default: the project root's directory name)"),
-    "jobs.grace_s": Key(float, 10.0, "seconds between SIGTERM and SIGKILL on cancel"),
+    "jobs.grace_s": Key(float, 10.0, "seconds between SIGTERM and SIGKILL on cancel", lo=0),
+    "jobs.retention_days": Key(
+        float, 0.0, "finished jobs older than this are pruned by `runctl jobs` (0 = keep)", lo=0
+    ),
     "jobs.install_requirements": Key(bool, True, "install requirements.txt on remote hosts"),
+    "jobs.secrets": Key(
+        list, [], "env names every job gets from your environment as secrets (never stored)"
+    ),
     "local.checkpoint_dir": Key(str, "", "base dir for local checkpoints (default: RUNCTL_HOME)"),
     "local.python": Key(str, "", "interpreter for local jobs (default: the one running runctl)"),
     "ssh.config_file": Key(str, "", "ssh_config file passed as -F (default: ~/.ssh/config)"),
-    "ssh.connect_timeout_s": Key(int, 10, "ssh ConnectTimeout"),
-    "ssh.control_persist_s": Key(int, 600, "keep the shared ssh connection open this long"),
+    "ssh.connect_timeout_s": Key(int, 10, "ssh ConnectTimeout", lo=1),
+    "ssh.control_persist_s": Key(int, 600, "keep the shared ssh connection open this long", lo=0),
     "ssh.sync_method": Key(
-        str, "auto", "how trees are copied: auto (rsync, else tar), rsync, tar"
+        str,
+        "auto",
+        "how trees are copied: auto (rsync, else tar), rsync, tar",
+        choices=("auto", "rsync", "tar"),
     ),
-    "ssh.reconnect_timeout_s": Key(float, 300.0, "how long `logs --follow` retries a lost host"),
-    "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`"),
+    "ssh.reconnect_timeout_s": Key(
+        float, 300.0, "how long `logs --follow` retries a lost host", lo=0
+    ),
+    "sync.max_files": Key(int, 20000, "code syncs of more files ask first (or need --yes)", lo=1),
+    "sync.max_mb": Key(float, 500.0, "code syncs of more MB ask first (or need --yes)", lo=0),
+    "checkpoint.keep_last_n": Key(int, 10, "checkpoints kept by `checkpoint cleanup`", lo=0),
     "aws.region": Key(str, "", "AWS region (default: the AWS SDK chain: AWS_REGION, profile)"),
     "aws.profile": Key(str, "", "AWS named profile (default: the SDK chain)"),
     "aws.endpoint_url": Key(str, "", "AWS-compatible endpoint for every AWS client (tests)"),
     "aws.s3_bucket": Key(str, "", "bucket for SSM command output and staging (SSM transport)"),
-    "aws.transport": Key(str, "auto", "how to reach instances: auto (ssh, else ssm), ssh, ssm"),
+    "aws.transport": Key(
+        str,
+        "auto",
+        "how to reach instances: auto (ssh, else ssm), ssh, ssm",
+        choices=("auto", "ssh", "ssm"),
+    ),
     "aws.ssh_user": Key(str, "", "SSH login user (default: from the AMI: ubuntu / ec2-user)"),
     "aws.ssh_key_file": Key(
         str, "", "private key for instances; KEY.pub is imported (default: runctl's own key)"
@@ -57,8 +79,12 @@ SCHEMA: dict[str, Key] = {
     "aws.ssh_cidr": Key(str, "0.0.0.0/0", "who may reach port 22 in the runctl-ssh group"),
     "aws.iam_instance_profile": Key(str, "", "instance profile for new instances (enables SSM)"),
     "aws.remote_dir": Key(str, ".runctl", "runctl's directory on instances (from the home)"),
-    "aws.spot_timeout_s": Key(float, 300.0, "cancel a spot request not fulfilled by then"),
-    "aws.wait_timeout_s": Key(float, 600.0, "how long --wait waits for an instance state"),
+    "aws.spot_timeout_s": Key(
+        float, 300.0, "cancel a spot request not fulfilled by then", lo=0.001
+    ),
+    "aws.wait_timeout_s": Key(
+        float, 600.0, "how long --wait waits for an instance state", lo=0.001
+    ),
     "aws.gpu_ami_parameter": Key(
         str,
         "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/"
@@ -74,8 +100,12 @@ SCHEMA: dict[str, Key] = {
     "aws.imds_url": Key(
         str, "http://169.254.169.254", "metadata service spot instances poll for notices"
     ),
-    "aws.spot_poll_s": Key(float, 5.0, "seconds between spot-notice polls on spot instances"),
-    "watchdog.check_s": Key(float, 5.0, "seconds between the host watchdog's policy checks"),
+    "aws.spot_poll_s": Key(
+        float, 5.0, "seconds between spot-notice polls on spot instances", lo=0.001
+    ),
+    "watchdog.check_s": Key(
+        float, 5.0, "seconds between the host watchdog's policy checks", lo=0.001
+    ),
     "watchdog.shutdown_command": Key(
         str,
         "",
@@ -86,11 +116,16 @@ SCHEMA: dict[str, Key] = {
         str, "python:3.11-slim", "base image of a generated Dockerfile (no Dockerfile found)"
     ),
     "docker.network": Key(str, "host", "docker build/run --network ('' for docker's default)"),
-    "docker.gpus": Key(str, "auto", "containers get --gpus all: auto (if nvidia-smi), all, none"),
+    "docker.gpus": Key(
+        str,
+        "auto",
+        "containers get --gpus all: auto (if nvidia-smi), all, none",
+        choices=("auto", "all", "none"),
+    ),
     "docker.registry": Key(str, "", "registry `run --docker` pushes to for remote hosts"),
     "s3.endpoint_url": Key(str, "", "S3-compatible endpoint (MinIO, SeaweedFS); default AWS"),
-    "s3.max_concurrency": Key(int, 16, "parallel S3 transfers (parts and files)"),
-    "s3.multipart_threshold_mb": Key(int, 16, "files above this size upload in parts"),
+    "s3.max_concurrency": Key(int, 16, "parallel S3 transfers (parts and files)", lo=1),
+    "s3.multipart_threshold_mb": Key(int, 16, "files above this size upload in parts", lo=1),
     "runpod.api_key": Key(str, "", "RunPod API key (env RUNPOD_API_KEY wins)", secret=True),
     "runpod.api_url": Key(str, "https://api.runpod.io/v2", "RunPod REST v2 base URL"),
     "runpod.graphql_url": Key(str, "https://api.runpod.io/graphql", "RunPod GraphQL URL"),
@@ -101,11 +136,15 @@ SCHEMA: dict[str, Key] = {
     "runpod.default_image": Key(
         str, "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404", "image for `runpod create`"
     ),
-    "runpod.disk_gb": Key(int, 50, "container disk of new pods (GB)"),
-    "runpod.volume_gb": Key(int, 20, "persistent /workspace volume of new pods (GB)"),
-    "runpod.cloud": Key(str, "SECURE", "SECURE or COMMUNITY cloud for new pods"),
-    "runpod.poll_interval_s": Key(float, 5.0, "seconds between status polls while waiting"),
-    "runpod.wait_timeout_s": Key(float, 1200.0, "how long create --wait waits for SSH"),
+    "runpod.disk_gb": Key(int, 50, "container disk of new pods (GB)", lo=1),
+    "runpod.volume_gb": Key(int, 20, "persistent /workspace volume of new pods (GB)", lo=0),
+    "runpod.cloud": Key(
+        str, "SECURE", "SECURE or COMMUNITY cloud for new pods", choices=("SECURE", "COMMUNITY")
+    ),
+    "runpod.poll_interval_s": Key(
+        float, 5.0, "seconds between status polls while waiting", lo=0.001
+    ),
+    "runpod.wait_timeout_s": Key(float, 1200.0, "how long create --wait waits for SSH", lo=0.001),
     "lyceum.api_key": Key(str, "", "Lyceum API key lk_... (env LYCEUM_API_KEY wins)", secret=True),
     "lyceum.api_url": Key(
         str, "https://api.lyceum.technology/api/v2/external", "Lyceum API base URL"
@@ -117,20 +156,33 @@ SCHEMA: dict[str, Key] = {
     "lyceum.max_duration": Key(
         str, "", "default --max-duration of new VMs (e.g. 8h); `lyceum reap` deletes overdue"
     ),
-    "lyceum.poll_interval_s": Key(float, 5.0, "seconds between status polls while waiting"),
-    "lyceum.wait_timeout_s": Key(float, 900.0, "how long create --wait waits for SSH"),
-    "costs.daily_budget_usd": Key(float, 0.0, "daily spend shown against in `top` (0 = none)"),
-    "costs.budget_action": Key(
-        str, "warn", "on crossing a budget (`resources enforce`): warn, stop or terminate"
+    "lyceum.poll_interval_s": Key(
+        float, 5.0, "seconds between status polls while waiting", lo=0.001
     ),
-    "costs.budget_warn_fraction": Key(float, 0.8, "warn once spend passes this share of a budget"),
-    "costs.warn_hours": Key(float, 24.0, "flag instances running longer than this (hours)"),
-    "costs.warn_usd": Key(float, 10.0, "flag instances whose accumulated cost passes this (USD)"),
+    "lyceum.wait_timeout_s": Key(float, 900.0, "how long create --wait waits for SSH", lo=0.001),
+    "costs.daily_budget_usd": Key(
+        float, 0.0, "daily spend shown against in `top` (0 = none)", lo=0
+    ),
+    "costs.budget_action": Key(
+        str,
+        "warn",
+        "on crossing a budget (`resources enforce`): warn, stop or terminate",
+        choices=("warn", "stop", "terminate"),
+    ),
+    "costs.budget_warn_fraction": Key(
+        float, 0.8, "warn once spend passes this share of a budget", lo=0, hi=1
+    ),
+    "costs.warn_hours": Key(float, 24.0, "flag instances running longer than this (hours)", lo=0),
+    "costs.warn_usd": Key(
+        float, 10.0, "flag instances whose accumulated cost passes this (USD)", lo=0
+    ),
     "slurm.partition": Key(str, "", "sbatch --partition (default: the cluster's default)"),
     "slurm.time": Key(str, "", "sbatch --time limit, e.g. 2:00:00 (default: the partition's)"),
-    "slurm.gpus_per_node": Key(int, 0, "GPUs per node requested as --gres=gpu:N (0 = none)"),
-    "slurm.retries": Key(int, 3, "restarts after preemption / node failure (sbatch --requeue)"),
-    "slurm.hourly_usd_per_node": Key(float, 0.0, "price of one node-hour, for job costs"),
+    "slurm.gpus_per_node": Key(int, 0, "GPUs per node requested as --gres=gpu:N (0 = none)", lo=0),
+    "slurm.retries": Key(
+        int, 3, "restarts after preemption / node failure (sbatch --requeue)", lo=0
+    ),
+    "slurm.hourly_usd_per_node": Key(float, 0.0, "price of one node-hour, for job costs", lo=0),
     "slurm.conf_file": Key(str, "", "SLURM_CONF on the login node (default: Slurm's own)"),
 }
 
@@ -147,7 +199,13 @@ def home() -> Path:
 def user_config_path() -> Path:
     env = os.environ.get("RUNCTL_CONFIG")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        if path.exists() and not path.is_file():
+            raise ConfigError(
+                f"RUNCTL_CONFIG names {path}, which is not a file",
+                hint="point RUNCTL_CONFIG at a TOML file (e.g. .../runctl/config.toml)",
+            )
+        return path
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "runctl" / "config.toml"
 
@@ -203,6 +261,16 @@ def read_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from None
+    except (RecursionError, MemoryError, ValueError) as exc:
+        # Arrays nested thousands deep, integers of thousands of digits: nothing runctl reads.
+        raise ConfigError(
+            f"{path}: cannot parse: {type(exc).__name__}: {str(exc)[:100]}",
+            hint="config values are short strings, numbers and booleans",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text: {exc.reason}", hint="save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     flat: dict[str, Any] = {}
@@ -227,13 +295,51 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
         hint = f"did you mean {close[0]!r}?" if close else "run `runctl config show` for keys"
         raise ConfigError(f"{prefix}unknown config key {key!r}", hint=hint)
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        if abs(value) > 2**53:
+            raise ConfigError(f"{prefix}{key} is out of range: {str(value)[:30]}", hint=spec.help)
+        value = float(value)
+    if (
+        spec.type is list
+        and isinstance(value, list)
+        and not all(isinstance(v, str) for v in value)
+    ):
+        raise ConfigError(f"{prefix}{key} must be a list of strings", hint=spec.help)
     if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
         raise ConfigError(
             f"{prefix}{key} must be {spec.type.__name__}, got {type(value).__name__}",
             hint=spec.help,
         )
+    if isinstance(value, str):
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(
+                f"{prefix}{key} must be one of {', '.join(spec.choices)}, got {value[:50]!r}",
+                hint=spec.help,
+            )
+        if any(ord(c) < 32 and c != "\t" for c in value) or len(value) > 4096:
+            raise ConfigError(
+                f"{prefix}{key} holds control characters or is over 4096 characters",
+                hint=spec.help,
+            )
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        _check_number(key, value, spec, prefix)
     return value
+
+
+def _check_number(key: str, value: float, spec: Key, prefix: str) -> None:
+    # NaN/inf would be written into job specs and compare false against every deadline.
+    shown = f"{value:g}" if isinstance(value, float) else str(value)[:30]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{prefix}{key} must be a finite number, got {shown}", hint=spec.help)
+    if abs(value) > 2**53:
+        raise ConfigError(f"{prefix}{key} is out of range: {shown}", hint=spec.help)
+    if spec.lo is not None and value < spec.lo:
+        raise ConfigError(
+            f"{prefix}{key} must be at least {spec.lo:g}, got {shown}", hint=spec.help
+        )
+    if spec.hi is not None and value > spec.hi:
+        raise ConfigError(
+            f"{prefix}{key} must be at most {spec.hi:g}, got {shown}", hint=spec.help
+        )
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -251,10 +357,13 @@ def parse_value(key: str, text: str) -> Any:
         raise ConfigError(f"{key} must be true or false, got {text!r}")
     if spec.type in (int, float):
         try:
-            return spec.type(text)
+            number = spec.type(text)
         except ValueError:
-            raise ConfigError(f"{key} must be a number, got {text!r}") from None
-    return text
+            raise ConfigError(f"{key} must be a number, got {text[:50]!r}") from None
+        return check_value(key, number)
+    if spec.type is list:  # `config set jobs.secrets HF_TOKEN,WANDB_API_KEY`
+        return check_value(key, [part.strip() for part in text.split(",") if part.strip()])
+    return check_value(key, text)
 
 
 def set_value(path: Path, key: str, text: str) -> Any:
@@ -304,4 +413,6 @@ def _toml_literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     return str(value)

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("runctl.cli.jobs:run", "Run a script as a detached job (local, ssh:HOST, ...)."),
     "local": ("runctl.cli.jobs:local", "Run a script on this machine in the foreground."),
     "exec": ("runctl.cli.jobs:exec_", "Run a command on a target in the foreground."),
-    "jobs": ("runctl.cli.jobs:jobs", "List jobs."),
+    "jobs": ("runctl.cli.prune:jobs", "List jobs; `jobs prune` deletes old finished ones."),
     "status": ("runctl.cli.jobs:status", "Show one job, or an overview of hosts and jobs."),
     "logs": ("runctl.cli.jobs:logs", "Print a job's log; --follow to stream it."),
     "wait": ("runctl.cli.jobs:wait", "Wait for a job; exit with its exit code."),
@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Host watchdog: max duration, idle, spot notices.",
     ),
     "top": ("runctl.cli.top:top", "Live dashboard: machines, jobs, utilisation, costs."),
+    "doctor": ("runctl.cli.doctor:doctor", "Check RUNCTL_HOME, the state DB, hosts; --fix."),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),
     "config": ("runctl.cli.config_cmd:config", "Show, set and validate configuration."),
 }

@@ -17,6 +17,8 @@ Exit codes (stable, documented in docs/cli.md):
     7   transport error (ssh/connection)
     8   provider API error
     9   conflict (busy job dir, refused while running)
+    10  state database unusable (corrupt, newer schema, locked by another process)
+    11  local or host filesystem (no space left, not writable, not a directory, symlink loop)
     130 interrupted (Ctrl-C)
 
 ``runctl wait`` / ``runctl local`` / ``runctl exec`` instead exit with the job's own exit code
@@ -84,6 +86,18 @@ class ConflictError(RunctlError):
     exit_code = 9
 
 
+class StateError(RunctlError):
+    """The state database cannot be used: corrupt, written by a newer runctl, or locked."""
+
+    exit_code = 10
+
+
+class FileSystemError(RunctlError):
+    """The world's filesystem refused: disk full, permission denied, not a directory, loops."""
+
+    exit_code = 11
+
+
 class CommandFailedError(RunctlError):
     """A job or remote command ended with a non-zero exit code; we exit with the same code."""
 
@@ -109,3 +123,42 @@ def aws_credentials_error(exc: BaseException) -> RunctlError | None:
     if isinstance(exc, bex.ProfileNotFound):
         return ConfigError(str(exc), hint="check aws.profile and ~/.aws/config")
     return None
+
+
+# errno -> (what happened, what to do); the failures of the world, not of runctl.
+_OS_ERRORS = {
+    "ENOSPC": ("no space left on device", "free some space (e.g. `runctl jobs prune`) and retry"),
+    "EDQUOT": ("disk quota exceeded", "free some space (e.g. `runctl jobs prune`) and retry"),
+    "EACCES": ("permission denied", "check the owner and mode of the path"),
+    "EPERM": ("operation not permitted", "check the owner and mode of the path"),
+    "EROFS": ("read-only file system", "use a writable location"),
+    "ENOTDIR": ("not a directory", "a component of the path is a file"),
+    "EISDIR": ("is a directory", "name a file, not a directory"),
+    "ELOOP": ("too many levels of symbolic links", "a symlink loop: fix or remove the link"),
+    "ENAMETOOLONG": ("file name too long", "use a shorter path"),
+    "EEXIST": ("already exists", "remove it or choose another path"),
+    "ENOENT": ("no such file or directory", "check the path"),
+}
+
+
+def from_os_error(exc: OSError, doing: str = "") -> RunctlError | None:
+    """The typed error for a filesystem failure (disk full, permissions, loops...); else None.
+
+    Used by the CLI's last-resort handler, so a full disk or an unwritable directory is a
+    one-line error with a hint and exit 11 (5 for a missing path), never "internal error".
+    """
+    import errno as errno_mod
+
+    name = errno_mod.errorcode.get(exc.errno or 0, "")
+    known = _OS_ERRORS.get(name)
+    if known is None:
+        return None
+    what, hint = known
+    where = f": {exc.filename}" if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    prefix = f"{doing}: " if doing else ""
+    message = f"{prefix}{what}{where}"
+    if name == "ENOENT":
+        return NotFoundError(message, hint=hint)
+    return FileSystemError(message, hint=hint)

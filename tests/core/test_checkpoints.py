@@ -44,8 +44,18 @@ def test_agent_and_library_agree_on_order(tmp_path: Path) -> None:
     spec.loader.exec_module(agent)
     for i, name in enumerate(["a_step_3.pt", "b_step_20.pth", "z.ckpt", "ep7.safetensors"]):
         _touch(tmp_path, name, age_s=100 - i)
-    ours = [str(c.path) for c in list_checkpoints(tmp_path)]
-    assert agent.list_checkpoints(str(tmp_path)) == ours
+    # directories count whole: an HF checkpoint, one still being written, a DCP one
+    _touch(tmp_path, "hf/checkpoint-5/model.safetensors", age_s=50)
+    (tmp_path / "hf/checkpoint-5/trainer_state.json").write_text('{"global_step": 5}')
+    _touch(tmp_path, "hf/checkpoint-9/model.safetensors", age_s=40)
+    _touch(tmp_path, "dcp/step_30/.metadata", age_s=30)
+    _touch(tmp_path, "dcp/step_30/__0_0.distcp", age_s=30)
+    ours = [(str(c.path), c.kind, c.step, c.complete) for c in list_checkpoints(tmp_path)]
+    theirs = agent.list_checkpoints(str(tmp_path))
+    assert [(r["path"], r["kind"], r["step"], r["complete"]) for r in theirs] == ours
+    assert [Path(p).name for p, *_ in ours] == [
+        "a_step_3.pt", "checkpoint-5", "ep7.safetensors", "checkpoint-9", "b_step_20.pth",
+        "z.ckpt", "step_30"]  # fmt: skip
 
 
 def test_cli_list_and_cleanup_local(cli: CLI, tmp_path: Path) -> None:
@@ -107,3 +117,67 @@ def test_job_checkpoints_on_ssh_host_and_resume(cli: CLI, ssh_config: Path, proj
     assert len(json.loads(cleaned.stdout)["deleted"]) == 4, cleaned.stderr
     left = json.loads(cli("checkpoint", "list", f"job:{newest}", "--json").stdout)
     assert [Path(r["path"]).name for r in left] == ["step_005.pt", "step_006.pt"]
+
+
+@pytest.mark.integration
+def test_hf_style_directories_over_ssh_list_info_resume_and_cleanup_whole(
+    cli: CLI, ssh_config: Path, project: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    assert cli("hosts", "add", "testhost", "--remote-dir", f".runctl-hf-{time.time_ns()}")\
+        .returncode == 0  # fmt: skip
+    torch.save({"global_step": 7, "epoch": 1, "w": torch.zeros(2, 3)}, project / "blob.pt")
+    (project / "hfck.py").write_text(
+        "import json, os, pathlib, shutil, sys\n"
+        "d = pathlib.Path(os.environ['RUNCTL_CHECKPOINT_DIR'])\n"
+        "print('resume=' + os.environ['RUNCTL_RESUME_FROM'],\n"
+        "      'step=' + os.environ.get('RUNCTL_RESUME_STEP', ''), 'args=', sys.argv[1:])\n"
+        "if sys.argv[1:]:\n"
+        "    print('isdir', os.path.isdir(sys.argv[2]))  # from the job's own cwd\n"
+        "start = int(os.environ.get('RUNCTL_RESUME_STEP') or 0)\n"
+        "for step in (start + 1, start + 2):\n"
+        "    c = d / f'checkpoint-{step}'\n"
+        "    c.mkdir(exist_ok=True)\n"
+        "    shutil.copy('blob.pt', c / 'optimizer.pt')\n"
+        "    (c / 'trainer_state.json').write_text(json.dumps({'global_step': step}))\n"
+        "(d / f'checkpoint-{start + 3}').mkdir()  # still being written when the job ended\n"
+    )
+    job = job_id_of(cli("run", "--on", "testhost", "--wait", "hfck.py", cwd=project))
+    listed = json.loads(cli("checkpoint", "list", f"job:{job}", "--json").stdout)
+    assert [(r["name"], r["kind"], r["step"], r["complete"]) for r in listed] == [
+        ("checkpoint-1", "hf", 1, True), ("checkpoint-2", "hf", 2, True),
+        ("checkpoint-3", "hf", 3, False)]  # fmt: skip
+    info = json.loads(cli("checkpoint", "info", f"job:{job}", "--json").stdout)
+    assert (info["name"], info["step"], info["kind"]) == ("checkpoint-2", 2, "hf")
+    inner = cli("checkpoint", "info", f"job:{job}:checkpoint-1/optimizer.pt", "--json")
+    assert inner.returncode == 0, inner.stderr
+    inner_info = json.loads(inner.stdout)  # read with torch from a copy that kept its suffix
+    assert inner_info["global_step"] == 7 and inner_info["source"] == "torch"
+    assert inner_info["path"].endswith("/checkpoint-1/optimizer.pt")
+    again = cli("run", "--on", "testhost", "-f", "hfck.py", cwd=project)  # the same command
+    assert again.returncode == 0, again.stderr
+    assert f"resume={listed[1]['path']} step=2" in again.stdout
+    assert "[runctl] skipped checkpoint checkpoint-3 (no trainer_state.json (still being " \
+        "written?)); resuming from checkpoint-2" in again.stdout  # fmt: skip
+    rerun = json.loads(cli("jobs", "--json").stdout)[0]["job_id"]
+    resumed = cli("checkpoint", "resume", rerun, "--resume-arg", "--follow", cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    newest = listed[1]["path"].replace("checkpoint-2", "checkpoint-4")
+    assert newest.startswith("/") and f"resume={newest} step=4" in resumed.stdout
+    assert f"'--resume', '{newest}'" in resumed.stdout and "isdir True" in resumed.stdout
+    second = json.loads(cli("jobs", "--json").stdout)[0]["job_id"]
+    dry = cli("checkpoint", "cleanup", f"job:{second}", "--keep-last-n", "1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    cleaned = cli("checkpoint", "cleanup", f"job:{second}", "--keep-last-n", "1", "--yes",
+                  "--json")  # fmt: skip
+    deleted = [Path(p).name for p in json.loads(cleaned.stdout)["deleted"]]
+    assert deleted == [f"checkpoint-{i}" for i in range(1, 6)], cleaned.stderr
+    assert all(f"would delete {p}" in dry.stderr for p in json.loads(cleaned.stdout)["deleted"])
+    left = json.loads(cli("checkpoint", "list", f"job:{second}", "--json").stdout)
+    assert [(r["name"], r["complete"]) for r in left] == [
+        ("checkpoint-6", True), ("checkpoint-7", False)]  # fmt: skip
+    # --from takes a name as `checkpoint list` shows it; the job still gets an absolute path
+    named = cli("checkpoint", "resume", second, "--from", "checkpoint-6", "--resume-arg", "-f",
+                cwd=project)  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    assert f"resume={left[0]['path']} step=6" in named.stdout and "isdir True" in named.stdout

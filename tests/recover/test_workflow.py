@@ -108,6 +108,8 @@ def test_aws_failure_terminates_without_asking_when_not_interactive(
                "job.py", cwd=project)  # fmt: skip
     assert done.returncode == 8, done.stderr  # ProviderError: not reachable
     assert "not reachable" in done.stderr
+    # Cleanup terminated the machine: the hint must not claim it is still billed.
+    assert "still billed" not in done.stderr and "was terminated" in done.stderr
     summary = _summary(done)
     assert summary["result"] == "failed" and "not reachable" in summary["error"]
     [machine] = summary["instances"]

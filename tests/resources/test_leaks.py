@@ -188,7 +188,7 @@ def test_sigkill_at_random_points_leaks_nothing(
     aws_ssh.point_ssh_at(train_aws, sshd)
     train_pod = _id(_timed("runpod", "create", "--gpu", GPU)[1])
     train = {
-        "aws": ("aws", "train", train_aws, "sleepy.py"),
+        "aws": ("aws", "train", train_aws, "--allow-concurrent", "sleepy.py"),
         "runpod": ("runpod", "train", "--pod-id", train_pod, "sleepy.py"),
     }
     train_s, submit_s = {}, {}  # a whole train; from its job record to "running" recorded

@@ -12,22 +12,25 @@ A job lives in ``<base>/jobs/<job_id>/``:
 
 Sub-commands (each prints JSON on stdout unless it streams a log):
 
-    start   --base B [--expect-manifest D --code-dir C] [--exclusive] [--no-launch]
+    start   --base B [--expect-manifest D --code-dir C] [--exclusive[-machine]] [--no-launch]
             (spec JSON on stdin; --no-launch only prepares the job dir for a batch scheduler)
     supervise --job-dir J                          run a prepared job in the foreground
     status  --base B [JOB_ID ...]
+    remove  --base B [JOB_ID ...]                  delete finished jobs' dirs (jobs prune)
+    index   --base B                               every job dir with spec and status (doctor)
     tail    --job-dir J --offset N [--follow]      raw log bytes; final state on stderr
     wait    --job-dir J [--timeout S]
     cancel  --job-dir J [--grace S]
     resolve --root R --path P                      realpath of P, refusing escapes from R
-    prepare-sync --base B --code-dir C             pick the code version to sync into
+    prepare-sync --base B --code-dir C [--paths-on-stdin]   pick the code version to sync into
     apply-manifest --code-dir C                    delete removed files, record the manifest
-    checkpoints --dir D [--keep N [--dry-run]]     list (and prune) checkpoints
+    checkpoints --dir D [--keep N [--dry-run] [--named X] [--only X]]   list (and prune)
     hash --path P                                  sha256 of a file or of every file under P
     watchdog arm|status|disarm|run --base B        host watchdog (see the watchdog section)
 
 Exit codes of ``start``: 0 started, 10 code dir does not match the expected manifest (the CLI
-re-syncs and retries), 11 another job of the project is running (--exclusive), 12 bad spec.
+re-syncs and retries), 11 another job of the project (--exclusive) or of any project
+(--exclusive-machine) is running, 12 bad spec.
 """
 
 from __future__ import annotations
@@ -37,25 +40,26 @@ import calendar
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 
 HEARTBEAT_S = 5.0
 FINAL = ("succeeded", "failed", "cancelled", "preempted")
-CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".safetensors")
 EXIT_STALE, EXIT_BUSY, EXIT_BAD_SPEC = 10, 11, 12
-_STEP_RE = re.compile(r"(?:step|epoch|iter|ckpt|checkpoint)[_-]?(\d+)", re.IGNORECASE)
-_NUM_RE = re.compile(r"(\d+)")
 
 
 def _now() -> str:
@@ -96,30 +100,454 @@ def _alive(pid: int | None) -> bool:
 
 
 # ---------------------------------------------------------------- checkpoints
+#
+# A checkpoint is a file or a directory, as the training frameworks write them. The CLI keeps
+# a copy of these rules in runctl.storage.checkpoints (this file may import nothing from
+# runctl); tests check that both list, order and prune alike.
+#
+#   PyTorch Lightning  epoch=E-step=S.ckpt, last.ckpt, last-vN.ckpt (step read from the file)
+#   HF Trainer         checkpoint-<step>/, complete once trainer_state.json is written
+#   Accelerate         checkpoint_<n>/ (save_state), complete once random_states_*.pkl is
+#   torch DCP          any directory holding .metadata (written last)
+#   DeepSpeed          global_step<N>/ beside a `latest` file naming the newest complete one
+#   Orbax / JAX        <step>/ (written as <step>.orbax-checkpoint-tmp-*, then renamed)
+#   plain files        *.pt *.pth *.ckpt *.safetensors *.bin: step_N, epoch_N, best, last...
+
+CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+FRAMEWORK_KINDS = ("hf", "accelerate", "dcp", "deepspeed", "orbax")
+_NOT_CHECKPOINTS = ("training_args.bin",)  # HF Trainer's pickled arguments
+_PROTECTED = ("last", "best", "final")  # cleanup keeps these unless named explicitly
+_STEP_RE = re.compile(r"(?:^|[^a-z])(?:step|iteration|iter|checkpoint|ckpt)[=_-]?(\d+)", re.I)
+_EPOCH_RE = re.compile(r"(?:^|[^a-z])(?:epoch|ep)[=_-]?(\d+)", re.I)
+_NUM_RE = re.compile(r"\d+")
+_LIGHTNING_VERSION_RE = re.compile(r"-v\d+$")  # Lightning's suffix for a name already taken
+_HF_RE = re.compile(r"checkpoint-\d+$")
+_ACCELERATE_RE = re.compile(r"checkpoint_\d+$")
+_ACCELERATE_FILE_RE = re.compile(r"(?:optimizer|scheduler|sampler)(?:_\d+)?\.bin$")
+_RNG_RE = re.compile(r"random_states_\d+\.pkl$")
+_DEEPSPEED_RE = re.compile(r"global_step(\d+)$")
+_ORBAX_RE = re.compile(r"(\d+)(\.orbax-checkpoint-tmp-\d+)?$")
+_WRITING_S = 5.0  # a checkpoint touched this recently gets a second look before it is used
 
 
-def checkpoint_key(path: str) -> tuple:
-    """Order checkpoints: by the step/epoch number in the name, then by modification time."""
-    name = os.path.basename(path)
-    match = _STEP_RE.search(name) or _NUM_RE.search(name)
-    step = int(match.group(1)) if match else -1
+def is_protected(name: str) -> bool:
+    """last*, best* and final* checkpoints: cleanup never deletes them unless named."""
+    return os.path.basename(name.rstrip("/")).lower().startswith(_PROTECTED)
+
+
+def is_checkpoint_file(name: str) -> bool:
+    """A loose file that is a checkpoint: by its extension; a .bin (also data shards,
+    tokenizers) only when its name says model, step or epoch."""
+    if name in _NOT_CHECKPOINTS or not name.endswith(CHECKPOINT_EXTS):
+        return False
+    if name.endswith(".bin"):
+        stem = name[:-4]
+        return "model" in stem.lower() or bool(_STEP_RE.search(stem) or _EPOCH_RE.search(stem))
+    return True
+
+
+def name_numbers(name: str, is_dir: bool = False) -> tuple:
+    """(step, epoch) from a checkpoint's name; a lone number counts as the step."""
+    stem = name if is_dir else os.path.splitext(name)[0]
+    stem = _LIGHTNING_VERSION_RE.sub("", stem)
+    orbax = _ORBAX_RE.match(stem) if is_dir else None
+    if orbax:
+        return int(orbax.group(1)), None
+    step = _STEP_RE.search(stem)
+    epoch = _EPOCH_RE.search(stem)
+    if step is None and epoch is None:
+        numbers = _NUM_RE.findall(stem)
+        if numbers and not is_protected(stem):
+            return int(numbers[-1]), None
+    return (int(step.group(1)) if step else None, int(epoch.group(1)) if epoch else None)
+
+
+def dir_kind(name: str, files: list, parent_files: list) -> str | None:
+    """The framework layout of a directory, or None when it is not one checkpoint."""
+    if ".metadata" in files:
+        return "dcp"
+    if "trainer_state.json" in files or _HF_RE.match(name):
+        return "hf"
+    if _DEEPSPEED_RE.match(name) and (
+        "latest" in parent_files or any(f.endswith(("model_states.pt", "optim_states.pt"))
+                                        for f in files)
+    ):  # fmt: skip
+        return "deepspeed"
+    if any(_RNG_RE.match(f) or _ACCELERATE_FILE_RE.match(f) for f in files) or (
+        _ACCELERATE_RE.match(name) and not files
+    ):
+        return "accelerate"
+    if _ORBAX_RE.match(name):
+        return "orbax"
+    if name_numbers(name, True) != (None, None) and any(
+        f.endswith(CHECKPOINT_EXTS) for f in files
+    ):
+        return "dir"
+    return None
+
+
+class _Stub:
+    """Stands in for every class a pickle names: nothing of the file's is ever executed."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> _Stub:
+        return object.__new__(cls)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, item: object) -> None:
+        pass
+
+    def extend(self, items: object) -> None:
+        pass
+
+
+class _StubUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> type:
+        return _Stub
+
+    def persistent_load(self, pid: object) -> None:  # tensor storages: not read
+        return None
+
+
+def torch_file_meta(path: str) -> dict:
+    """global_step/step/epoch stored in a torch.save zip (Lightning's .ckpt), without torch.
+
+    Only data.pkl is read, with every class replaced by a stub, so this is safe on any file.
+    """
     try:
-        mtime = os.path.getmtime(path)
+        with zipfile.ZipFile(path) as zf:
+            pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if not pkl or zf.getinfo(pkl[0]).file_size > (16 << 20):
+                return {}
+            data = _StubUnpickler(io.BytesIO(zf.read(pkl[0]))).load()
+    except Exception:  # noqa: BLE001 - an unreadable file just has no metadata
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("global_step", "step", "epoch") if _is_number(data.get(k))}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def file_problem(path: str, size: int) -> str | None:
+    """Why a checkpoint file is not complete (truncated, empty), or None."""
+    if size == 0:
+        return "empty file"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head[:4] == b"PK\x03\x04":  # torch.save's zip: its end record is written last
+                return None if zipfile.is_zipfile(path) else "truncated: no zip end record"
+            if path.endswith(".safetensors"):
+                if len(head) < 8:
+                    return "truncated safetensors header"
+                length = struct.unpack("<Q", head)[0]
+                if length > size - 8:
+                    return "truncated safetensors header"
+                header = json.loads(fh.read(length))
+                ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                if 8 + length + max(ends or [0]) > size:
+                    return "truncated: safetensors data shorter than its header says"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "unreadable"
+    return None
+
+
+def _dir_stats(path: str) -> tuple:
+    """(bytes, newest mtime, files) of everything under ``path``."""
+    total, newest, names = 0, 0.0, []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime)
+            names.append(os.path.join(root, name))
+    if not names:
+        with contextlib.suppress(OSError):
+            newest = os.stat(path).st_mtime
+    return total, newest, names
+
+
+def _sidecar_meta(path: str, is_dir: bool) -> dict:
+    sidecar = (path.rstrip("/") if is_dir else os.path.splitext(path)[0]) + ".json"
+    meta = _read_json(sidecar) if os.path.isfile(sidecar) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _deepspeed_problem(path: str, step: int | None) -> str | None:
+    try:
+        with open(os.path.join(os.path.dirname(path), "latest")) as fh:
+            tag = fh.read().strip()
     except OSError:
-        mtime = 0.0
-    return (step, mtime, name)
+        return "no `latest` file names it yet"
+    if tag == os.path.basename(path):
+        return None
+    match = _DEEPSPEED_RE.match(tag)
+    if match and step is not None and step < int(match.group(1)):
+        return None
+    return f"newer than `latest` ({tag}): still being written"
+
+
+def _dir_row(path: str, kind: str, files: list) -> dict:
+    total, mtime, inner = _dir_stats(path)
+    step, epoch = name_numbers(os.path.basename(path), True)
+    problem = None
+    inside: dict = {}
+    if kind == "hf":
+        state = _read_json(os.path.join(path, "trainer_state.json"))
+        if not state:
+            problem = "no trainer_state.json (still being written?)"
+        inside = {"step": state.get("global_step"), "epoch": state.get("epoch")}
+    elif kind == "accelerate":
+        if not any(_RNG_RE.match(f) for f in files):
+            problem = "no random_states_*.pkl (still being written?)"
+    elif kind == "deepspeed":
+        problem = _deepspeed_problem(path, step)
+    elif kind == "orbax":
+        if not os.path.basename(path).isdigit():
+            problem = "temporary Orbax directory (still being written)"
+    elif kind == "dcp":
+        with contextlib.suppress(OSError):
+            if os.path.getsize(os.path.join(path, ".metadata")) == 0:
+                problem = "empty .metadata"
+    if kind == "dir":
+        for full in inner:
+            if full.endswith(CHECKPOINT_EXTS) and problem is None:
+                with contextlib.suppress(OSError):
+                    problem = file_problem(full, os.path.getsize(full))
+    row = {"path": path, "kind": kind, "step": step, "epoch": epoch, "bytes": total,
+           "mtime": mtime, "complete": problem is None,
+           "resume_path": os.path.dirname(path) if kind == "deepspeed" else path}  # fmt: skip
+    return _apply_meta(row, inside, _sidecar_meta(path, True), problem)
+
+
+def _file_row(path: str) -> dict | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # deleted while we looked (keep-last-N rotation)
+    step, epoch = name_numbers(os.path.basename(path))
+    problem = file_problem(path, st.st_size)
+    readable = problem is None and path.endswith((".ckpt", ".pt", ".pth"))
+    inside = torch_file_meta(path) if readable else {}
+    row = {"path": path, "kind": "file", "step": step, "epoch": epoch, "bytes": st.st_size,
+           "mtime": st.st_mtime, "complete": problem is None, "resume_path": path}  # fmt: skip
+    return _apply_meta(row, inside, _sidecar_meta(path, False), problem)
+
+
+def _apply_meta(row: dict, inside: dict, sidecar: dict, problem: str | None) -> dict:
+    """Metadata wins over the name: a sidecar JSON first, then what the checkpoint stores."""
+    for source in (inside, sidecar):
+        step = source.get("global_step", source.get("step"))
+        if _is_number(step):
+            row["step"] = int(step)
+        if _is_number(source.get("epoch")):
+            row["epoch"] = source["epoch"]
+    if sidecar:
+        row["meta"] = sidecar
+    if problem:
+        row["problem"] = problem
+    row["protected"] = is_protected(row["path"])
+    return row
+
+
+def order_key(row: dict, numbered: list) -> tuple:
+    """Oldest first: by step (else epoch); a checkpoint with neither sits by its time."""
+    number = row["step"] if row["step"] is not None else row["epoch"]
+    if number is None:  # e.g. last.ckpt without metadata: after everything written before it
+        older = [n for n, mtime in numbered if mtime <= row["mtime"]]
+        number = max(older) if older else -1
+    return (number, row["mtime"], row["name"])
 
 
 def list_checkpoints(directory: str) -> list:
-    found = []
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            if name.endswith(CHECKPOINT_EXTS):
-                found.append(os.path.join(root, name))
-    return sorted(found, key=checkpoint_key)
+    """Checkpoints under ``directory`` (files and framework directories), oldest first."""
+    directory = os.path.abspath(os.path.expanduser(directory))
+    rows: list = []
+    if os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        parent_files = [f for f in _listdir(parent) if os.path.isfile(os.path.join(parent, f))]
+        _scan(directory, rows, parent_files, True)
+    elif os.path.isfile(directory):
+        row = _file_row(directory)
+        rows = [row] if row else []
+    for row in rows:
+        rel = os.path.relpath(row["path"], directory)
+        row["name"] = os.path.basename(row["path"]) if rel == "." else rel
+    numbered = [
+        (r["step"] if r["step"] is not None else r["epoch"], r["mtime"])
+        for r in rows
+        if r["step"] is not None or r["epoch"] is not None
+    ]
+    return sorted(rows, key=lambda r: order_key(r, numbered))
+
+
+def _listdir(path: str) -> list:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _scan(directory: str, rows: list, parent_files: list, is_root: bool = False) -> None:
+    names = _listdir(directory)
+    files = [n for n in names if os.path.isfile(os.path.join(directory, n))]
+    kind = dir_kind(os.path.basename(directory), files, parent_files)
+    if kind is not None and not (is_root and kind in ("orbax", "dir")):  # named by a number
+        rows.append(_dir_row(directory, kind, files))
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        if name in files:
+            if is_checkpoint_file(name):
+                row = _file_row(path)
+                if row is not None:
+                    rows.append(row)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            _scan(path, rows, files)
+
+
+def resolve_resume(path: str) -> tuple:
+    """(what the framework's resume API takes, its step or None) for a given checkpoint:
+    a file inside a checkpoint directory stands for the directory, a DeepSpeed save dir or a
+    directory of checkpoints for its newest complete one."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(path):
+        parent = list_checkpoints(os.path.dirname(path))
+        if len(parent) == 1 and parent[0]["path"] == os.path.dirname(path):
+            return parent[0]["resume_path"], parent[0]["step"]
+        row = _file_row(path)
+        return path, row["step"] if row else None
+    chosen, _skipped = pick_resume(list_checkpoints(path))
+    if chosen is None:
+        return path, None
+    return chosen["resume_path"], chosen["step"]
+
+
+def _signature(path: str) -> tuple:
+    if os.path.isdir(path):
+        total, mtime, inner = _dir_stats(path)
+        return total, mtime, len(inner)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, 0.0, 0)
+    return st.st_size, st.st_mtime, 1
+
+
+def still_changing(rows: list, pause_s: float = 0.3) -> set:
+    """Paths among ``rows`` (touched in the last few seconds) whose size changes under a
+    second look: someone is writing them."""
+    recent = [r["path"] for r in rows if time.time() - r["mtime"] < _WRITING_S]
+    if not recent:
+        return set()
+    before = {p: _signature(p) for p in recent}
+    time.sleep(pause_s)
+    return {p for p in recent if _signature(p) != before[p]}
+
+
+def pick_resume(rows: list) -> tuple:
+    """(the checkpoint to resume from or None, [skipped newer ones, each with its problem]).
+
+    With framework directories present, only they are candidates (a HF output dir also
+    holds the final model.safetensors, which `resume_from_checkpoint` cannot take).
+    """
+    pool = [r for r in rows if r["kind"] in FRAMEWORK_KINDS] or rows
+    skipped = []
+    for row in reversed(pool):
+        if row["complete"] and not still_changing([row]):
+            return row, skipped
+        row.setdefault("problem", "size changing: still being written")
+        skipped.append(row)
+    return None, skipped
+
+
+def plan_cleanup(rows: list, keep: int, named: tuple = ()) -> list:
+    """The rows to delete so that ``keep`` complete checkpoints remain: whole checkpoints,
+    oldest first. Never the newest complete one, nor one newer than it (it may be being
+    written), nor a protected one (last*/best*/final*) or one without a step or epoch,
+    unless its name is in ``named``, nor what a protected link points at (Lightning's
+    save_last="link")."""
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    # Beside framework directories, loose files (a HF output dir's final model) are left be.
+    framework = any(r["kind"] in FRAMEWORK_KINDS for r in rows)
+    pool = [i for i, r in enumerate(rows) if not framework or r["kind"] in FRAMEWORK_KINDS]
+    complete = [i for i in pool if rows[i]["complete"]]
+    newest = complete[-1] if complete else -1
+    spared = [i for i in complete if not rows[i]["protected"] or rows[i]["name"] in named]
+    recent = set(spared[-max(keep, 1) :])  # keep 0 still keeps the newest complete one
+    links = {os.path.realpath(r["path"]) for r in rows if r["protected"]}
+    doomed = []
+    for index in pool:
+        row = rows[index]
+        if index >= newest or index in recent:
+            continue
+        unnumbered = row["step"] is None and row["epoch"] is None
+        if (row["protected"] or unnumbered) and row["name"] not in named:
+            continue  # protected, or not placed by a number (an exported model.pt)
+        if not row["protected"] and os.path.realpath(row["path"]) in links:
+            continue
+        doomed.append(row)
+    return doomed
+
+
+def delete_checkpoint(row: dict) -> None:
+    """Remove one whole checkpoint (file or directory) and its sidecar JSON."""
+    path = row["path"]
+    is_dir = os.path.isdir(path) and not os.path.islink(path)
+    if is_dir:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    sidecar = (path if is_dir else os.path.splitext(path)[0]) + ".json"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sidecar)
 
 
 # ---------------------------------------------------------------- start
+
+
+SECRETS_FILE = "secrets.json"  # {name: value}, 0600; deleted when the job ends
+
+
+def private_dir(path: str) -> None:
+    """Create ``path`` as 0700, or tighten it (one line on stderr) if others may enter it."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError:
+        return
+    shared = os.path.realpath(path) in ("/", os.path.realpath(os.path.expanduser("~")))
+    if info.st_mode & 0o077 and info.st_uid == os.getuid() and not shared:
+        os.chmod(path, 0o700)  # (never the home itself: --remote-dir ~ is the user's choice)
+        was = info.st_mode & 0o777
+        sys.stderr.write(f"runctl: {path} was open to other users ({was:o}); made it 0700\n")
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to a new file only this user can read (whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def drop_secrets(job_dir: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(job_dir, SECRETS_FILE))
 
 
 def _job_paths(job_dir: str) -> dict:
@@ -127,14 +555,15 @@ def _job_paths(job_dir: str) -> dict:
     return {n: os.path.join(job_dir, n) for n in names}
 
 
-def _project_busy(base: str, project: str) -> str | None:
+def _project_busy(base: str, project: str | None) -> str | None:
+    """A running job of ``project`` under ``base`` (of any project when None)."""
     jobs_root = os.path.join(base, "jobs")
     if not os.path.isdir(jobs_root):
         return None
     for job_id in sorted(os.listdir(jobs_root)):
         job_dir = os.path.join(jobs_root, job_id)
         spec = _read_json(os.path.join(job_dir, "job.json"))
-        if spec.get("project") != project:
+        if project is not None and spec.get("project") != project:
             continue
         if _job_status(job_dir)["state"] in ("setup", "running", "starting"):
             return job_id
@@ -144,9 +573,11 @@ def _project_busy(base: str, project: str) -> str | None:
 def cmd_start(args: argparse.Namespace) -> int:
     try:
         spec = json.loads(sys.stdin.read())
+        # Secret values came on stdin with the spec; they never go into job.json.
+        secrets = spec.pop("secret_env", None) or {}
         job_id = spec["job_id"]
-    except (ValueError, KeyError) as exc:
-        print(json.dumps({"error": f"bad spec: {exc}"}))
+    except (ValueError, KeyError, AttributeError) as exc:
+        print(json.dumps({"error": f"bad spec: {type(exc).__name__}"}))
         return EXIT_BAD_SPEC
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", job_id):
         print(json.dumps({"error": "bad job id"}))
@@ -162,21 +593,28 @@ def cmd_start(args: argparse.Namespace) -> int:
         if have != args.expect_manifest:
             print(json.dumps({"error": "stale", "have": have}))
             return EXIT_STALE
-    if args.exclusive:
-        busy = _project_busy(base, spec.get("project", ""))
+    if args.exclusive or args.exclusive_machine:
+        # --exclusive-machine: any job of any project (a second training on one GPU
+        # machine); --exclusive: another job of the same project.
+        busy = _project_busy(base, None if args.exclusive_machine else spec.get("project", ""))
         if busy:
             print(json.dumps({"error": "busy", "job_id": busy}))
             return EXIT_BUSY
     for key in ("workdir", "checkpoint_dir", "output_dir", "code_dir"):
         if spec.get(key):
             spec[key] = os.path.abspath(os.path.expanduser(spec[key]))
+    if spec.get("resume_from"):  # a checkpoint a job wrote into a since-removed code version
+        spec["resume_from"] = _relocated(spec["resume_from"])
     if spec.get("code_dir"):
         # Run in the code version that is current now; later syncs while this job runs get
         # a new version (see cmd_prepare_sync), so the job's code never changes under it.
         spec["workdir"] = os.path.realpath(spec["code_dir"])
     job_dir = os.path.join(base, "jobs", job_id)
-    os.makedirs(job_dir)  # fails loudly if the id was already used on this host
+    private_dir(base)
+    os.makedirs(job_dir, mode=0o700)  # fails loudly if the id was already used on this host
     paths = _job_paths(job_dir)
+    if secrets:
+        _write_private(os.path.join(job_dir, SECRETS_FILE), json.dumps(secrets))
     for key in ("checkpoint_dir", "output_dir"):
         if spec.get(key):
             os.makedirs(spec[key], exist_ok=True)
@@ -225,6 +663,216 @@ def _daemonize(agent_log: str) -> None:
     os.close(log)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
+
+
+# ---------------------------------------------------------------- requirements
+
+# Builds a job venv never replaces: a requirements.txt naming torch must not pull another
+# (CUDA) build of it, or of the libraries built against it, over what the host's python has.
+_TORCH_KIN = ("torch", "torchvision", "torchaudio", "torchtext", "torchdata", "triton")
+_COMPILED = ("pytorch-triton", "pytorch-triton-rocm", "xformers", "flash-attn", "deepspeed")
+PINNED_NAMES = frozenset(_TORCH_KIN + _COMPILED + ("jax", "jaxlib", "tensorflow"))
+PINNED_PREFIXES = ("nvidia-", "jax-cuda", "tensorflow-", "cupy")
+VENV_LAYOUT = "2"  # bump when the venv's make-up changes: older venvs are rebuilt
+_REQ_NAME_RE = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(.*)$")
+_REQ_SPEC_RE = re.compile(r"^\s*(===|~=|==|!=|<=|>=|<|>)\s*([A-Za-z0-9.*+!_-]+)\s*$")
+_VERSION_RE = re.compile(
+    r"^v?(?:(\d+)!)?(\d+(?:\.\d+)*)"
+    r"(?:[-_.]?(a|b|c|rc|alpha|beta|pre|preview)[-_.]?(\d*))?"
+    r"(?:-(\d+)|[-_.]?(post|rev|r)[-_.]?(\d*))?"
+    r"(?:[-_.]?(dev)[-_.]?(\d*))?"
+    r"(?:\+([a-z0-9]+(?:[-_.][a-z0-9]+)*))?$"
+)
+# Options that choose where packages come from, not which: they do not change what is needed.
+_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links",
+                   "--trusted-host", "--pre", "--prefer-binary", "--only-binary", "--no-binary",
+                   "-c", "--constraint", "--use-feature", "--require-hashes")  # fmt: skip
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_dists() -> dict:
+    """{canonical name: version} of the distributions this python imports (first one on
+    sys.path wins, as for imports)."""
+    import importlib.metadata
+
+    found: dict = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            found.setdefault(canonical_name(name), dist.version)
+    return found
+
+
+def _version_key(text: str) -> tuple | None:
+    """A sort key for a PEP 440 version (local label ignored); None if it is not one."""
+    m = _VERSION_RE.match(text.strip().lower())
+    if not m:
+        return None
+    release = tuple(int(p) for p in m.group(2).split("."))
+    while len(release) > 1 and release[-1] == 0:
+        release = release[:-1]
+    has_post = bool(m.group(5) or m.group(6))
+    has_dev = bool(m.group(8))
+    if m.group(3):
+        pre: tuple = (0, {"a": 0, "alpha": 0, "b": 1, "beta": 1}.get(m.group(3), 2),
+                      int(m.group(4) or 0))  # fmt: skip
+    elif has_dev and not has_post:
+        pre = (-1,)  # 1.0.dev1 sorts before 1.0a1
+    else:
+        pre = (1,)
+    post = (int(m.group(5) or m.group(7) or 0),) if has_post else (-1,)
+    dev = (int(m.group(9) or 0),) if has_dev else (float("inf"),)
+    return (int(m.group(1) or 0), release, pre, post, dev)
+
+
+def _release(text: str) -> list:
+    m = _VERSION_RE.match(text.strip().lower())
+    return [int(p) for p in m.group(2).split(".")] if m else []
+
+
+def version_matches(version: str, op: str, wanted: str) -> bool | None:
+    """Does ``version`` satisfy ``op wanted``? None when either is not a version we parse."""
+    if op == "===":
+        return version == wanted
+    if op in ("==", "!=") and wanted.endswith(".*"):
+        head, release = _release(wanted[:-2]), _release(version)
+        if not head or not release:
+            return None
+        release += [0] * max(0, len(head) - len(release))
+        same = release[: len(head)] == head
+        return same if op == "==" else not same
+    have, want = _version_key(version), _version_key(wanted)
+    if have is None or want is None:
+        return None
+    if op in ("==", "!="):
+        equal = have == want
+        if "+" in wanted:  # a local label in the specifier must match too
+            equal = equal and version.partition("+")[2] == wanted.partition("+")[2]
+        return equal if op == "==" else not equal
+    if op == "~=":
+        prefix = _release(wanted)[:-1]
+        if not prefix:
+            return None
+        have_release = _release(version) + [0] * len(prefix)
+        return have >= want and have_release[: len(prefix)] == prefix
+    return {">=": have >= want, "<=": have <= want, ">": have > want, "<": have < want}[op]
+
+
+def _marker_true(marker: str) -> bool | None:
+    """Evaluate a simple environment marker (and/or of comparisons, no parentheses)."""
+    import platform
+
+    if "(" in marker or ")" in marker:
+        return None
+    values = {
+        "python_version": "{}.{}".format(*sys.version_info[:2]),
+        "python_full_version": platform.python_version(),
+        "sys_platform": sys.platform,
+        "platform_system": platform.system(),
+        "platform_machine": platform.machine(),
+        "os_name": os.name,
+        "implementation_name": sys.implementation.name,
+        "platform_python_implementation": platform.python_implementation(),
+    }
+    atom = re.compile(r"""^\s*(\S+?)\s*(===|~=|==|!=|<=|>=|<|>|not in|in)\s*(\S+)\s*$""")
+    any_true = False
+    for clause in re.split(r"\s+or\s+", marker.strip()):
+        all_true = True
+        for part in re.split(r"\s+and\s+", clause):
+            m = atom.match(part)
+            if not m:
+                return None
+            left, op, right = m.groups()
+            if left in values and right[:1] in "'\"":
+                have, want = values[left], right.strip("'\"")
+            elif right in values and left[:1] in "'\"" and op in ("==", "!=", "in", "not in"):
+                have, want = left.strip("'\""), values[right]
+                if op in ("in", "not in"):  # "'linux' in sys_platform"
+                    have, want = want, have
+                    op = "contains" if op == "in" else "lacks"
+            else:
+                return None
+            if op in ("in", "not in", "contains", "lacks"):
+                found = have in want if op in ("in", "not in") else want in have
+                result: bool | None = found if op in ("in", "contains") else not found
+            elif left.endswith("version") or right.endswith("version"):
+                result = version_matches(have, op, want)
+            elif op in ("==", "!="):
+                result = (have == want) == (op == "==")
+            else:
+                return None
+            if result is None:
+                return None
+            all_true = all_true and result
+        any_true = any_true or all_true
+    return any_true
+
+
+def unmet_requirements(path: str, have: dict, depth: int = 0) -> list:
+    """Lines of requirements file ``path`` that ``have`` ({canonical name: version}) does not
+    satisfy, or that cannot be judged without pip (URLs, paths, extras, editables): those are
+    listed too, so an empty answer means there is surely nothing to install."""
+    unmet = []
+    with open(path) as fh:
+        text = fh.read().replace("\\\n", " ")
+    for raw in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        line = re.sub(r"\s--hash[=\s]\S+", "", line).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            option, _, value = line.replace("=", " ", 1).partition(" ")
+            if option in ("-r", "--requirement") and value.strip() and depth < 5:
+                nested = os.path.join(os.path.dirname(path), value.strip())
+                try:
+                    unmet += unmet_requirements(nested, have, depth + 1)
+                except OSError:
+                    unmet.append(line)
+            elif option not in _SOURCE_OPTIONS:
+                unmet.append(line)
+            continue
+        requirement, _, marker = line.partition(";")
+        if marker.strip():
+            applies = _marker_true(marker)
+            if applies is False:
+                continue
+            if applies is None:
+                unmet.append(line)
+                continue
+        m = _REQ_NAME_RE.match(requirement.strip())
+        rest = m.group(2).strip() if m else ""
+        if not m or rest.startswith(("[", "@")) or "/" in requirement or "$" in requirement:
+            unmet.append(line)
+            continue
+        version = have.get(canonical_name(m.group(1)))
+        specs = [s for s in rest.strip("()").split(",") if s.strip()]
+        parsed = [_REQ_SPEC_RE.match(s) for s in specs]
+        if version is None or not all(p and version_matches(version, *p.groups()) for p in parsed):
+            unmet.append(line)
+    return unmet
+
+
+def pinned_builds(have: dict) -> dict:
+    """The installed packages a job venv must keep as they are (torch and its kin)."""
+    return {
+        name: version
+        for name, version in have.items()
+        if name in PINNED_NAMES or name.startswith(PINNED_PREFIXES)
+    }
+
+
+def host_site_dirs() -> list:
+    """Where this python's own packages live when it is a venv: a job venv made from it would
+    otherwise see only the base interpreter's packages (``--system-site-packages``)."""
+    import site
+
+    listed = getattr(site, "getsitepackages", None)  # missing in very old virtualenvs
+    if sys.prefix == getattr(sys, "base_prefix", sys.prefix) or listed is None:
+        return []
+    return [d for d in listed() if os.path.isdir(d)]
 
 
 # ---------------------------------------------------------------- supervise
@@ -295,6 +943,7 @@ class Supervisor:
         )
         with open(self.paths["pid"], "w") as fh:
             fh.write(str(self.child.pid))
+        guard = _guard_group(self.child.pid, self.paths["log"])
         last_beat = 0.0
         while True:
             try:
@@ -314,6 +963,7 @@ class Supervisor:
                 self.killed = True
         # Take down anything the command left behind in its group (data loaders, shells).
         _killpg(self.child.pid, signal.SIGKILL)
+        _release_guard(guard)
         return rc if rc >= 0 else 128 - rc
 
     def run_steps(
@@ -333,6 +983,22 @@ class Supervisor:
                 return rc
         return 0
 
+    def pick_resume(self) -> tuple:
+        """(RUNCTL_RESUME_FROM, RUNCTL_RESUME_STEP): --resume-from as the framework takes it,
+        else the newest complete checkpoint; newer incomplete ones are named in the log."""
+        spec = self.spec
+        if spec.get("resume_from"):
+            return resolve_resume(spec["resume_from"])
+        if not spec.get("resume", True) or not spec.get("checkpoint_dir"):
+            return None, None
+        chosen, skipped = pick_resume(list_checkpoints(spec["checkpoint_dir"]))
+        used = f"resuming from {chosen['name']}" if chosen else "starting without a checkpoint"
+        for row in skipped:
+            self.note(f"skipped checkpoint {row['name']} ({row['problem']}); {used}")
+        if chosen is None:
+            return None, None
+        return chosen["resume_path"], chosen["step"]
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
@@ -340,7 +1006,12 @@ class Supervisor:
         spec = self.spec
         workdir = spec.get("workdir") or os.getcwd()
         env = dict(os.environ)
-        env.update(spec.get("env") or {})
+        hidden = set(spec.get("secrets") or [])  # recorded as "***": the values come below
+        env.update({k: v for k, v in (spec.get("env") or {}).items() if k not in hidden})
+        secrets = _read_json(os.path.join(self.job_dir, SECRETS_FILE))
+        env.update(secrets)
+        if hidden - set(secrets):
+            self.note("secrets not available here: " + ", ".join(sorted(hidden - set(secrets))))
         env.update(self.node_env)
         # Known before the setup steps: the checkpoint restore syncs into it.
         env["RUNCTL_CHECKPOINT_DIR"] = spec.get("checkpoint_dir", "")
@@ -364,10 +1035,7 @@ class Supervisor:
         ):
             self.note("checkpoint restore failed; starting without it")
         if rc == 0 and self.cancel_at is None:
-            resume = spec.get("resume_from")
-            if not resume and spec.get("resume", True) and spec.get("checkpoint_dir"):
-                found = list_checkpoints(spec["checkpoint_dir"])
-                resume = found[-1] if found else None
+            resume, resume_step = self.pick_resume()
             env.update(
                 {
                     "RUNCTL_JOB_ID": spec["job_id"],
@@ -382,6 +1050,9 @@ class Supervisor:
                     "PYTHONUNBUFFERED": "1",
                 }
             )
+            env.pop("RUNCTL_RESUME_STEP", None)
+            if resume_step is not None:
+                env["RUNCTL_RESUME_STEP"] = str(resume_step)
             argv = build_argv(spec, workdir, python)
             if spec.get("docker"):  # run inside a container (runctl run --docker-image)
                 argv = docker_argv(spec, workdir, env, resume, self.node_env)
@@ -420,10 +1091,27 @@ class Supervisor:
         return 0
 
     def install_requirements(self, workdir: str, env: dict) -> tuple:
-        """Create/refresh the project's venv from requirements.txt; return (python, rc)."""
+        """Make requirements.txt importable; return (python to run the job with, rc).
+
+        The host's python (``hosts add --python``: a venv, a conda env, the system's) is
+        used as it is when it already satisfies every line. Otherwise a per-project venv that
+        sees that python's packages gets only what is missing; torch and its kin keep the
+        host's builds (a constraints file pins them), so no other CUDA build is pulled in.
+        """
         req = os.path.join(workdir, "requirements.txt")
+        host = sys.executable
+        have = installed_dists()
+        try:
+            unmet = unmet_requirements(req, have)
+        except (OSError, UnicodeDecodeError) as exc:
+            unmet = [f"(cannot read: {exc})"]
+        if not unmet:
+            self.note(f"requirements.txt already satisfied by {host}; installing nothing")
+            return host, 0
         with open(req, "rb") as fh:
-            digest = hashlib.sha256(fh.read()).hexdigest()
+            digest = hashlib.sha256(
+                "\0".join((VENV_LAYOUT, host, "")).encode() + fh.read()
+            ).hexdigest()
         venv = os.path.join(self.spec["base"], "venvs", self.spec.get("project") or "default")
         vpython = os.path.join(venv, "bin", "python")
         marker = os.path.join(venv, ".runctl-requirements.sha256")
@@ -434,24 +1122,20 @@ class Supervisor:
                     return vpython, 0
         except OSError:
             pass
-        uv = shutil.which("uv", path=env.get("PATH"))
-        self.note("installing requirements.txt into {} ({})".format(venv, "uv" if uv else "pip"))
-        if not os.path.exists(vpython):
-            # --system-site-packages: reuse what the image already has (torch on a DLAMI).
-            make = (
-                [uv, "venv", "--system-site-packages", "--python", sys.executable, venv]
-                if uv
-                else [sys.executable, "-m", "venv", "--system-site-packages", venv]
-            )
-            rc = self.run_step(make, env, workdir)
-            if rc != 0:
-                self.note(f"creating the venv failed with exit code {rc}")
-                return vpython, rc
-        install = (
-            [uv, "pip", "install", "--python", vpython, "-r", req]
-            if uv
-            else [vpython, "-m", "pip", "install", "--progress-bar", "off", "-r", req]
-        )
+        shown = ", ".join(unmet[:5]) + (f" (+{len(unmet) - 5} more)" if len(unmet) > 5 else "")
+        self.note(f"not satisfied by {host}: {shown}")
+        pip, rc = self.make_venv(venv, host, env, workdir)
+        if rc != 0:
+            return vpython, rc
+        install = [*pip, "-r", req]
+        pins = pinned_builds(have)
+        if pins:
+            constraints = os.path.join(venv, ".runctl-constraints.txt")
+            with open(constraints, "w") as fh:
+                fh.writelines(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+            install += ["-c", constraints]
+        tool = "uv" if pip[0] != vpython else "pip"
+        self.note(f"installing requirements.txt into {venv} ({tool}; it sees {host}'s packages)")
         rc = self.run_step(install, env, workdir)
         if rc == 0:
             with open(marker, "w") as fh:
@@ -459,7 +1143,66 @@ class Supervisor:
             self.note("requirements installed")
         else:
             self.note(f"installing requirements.txt failed with exit code {rc}")
+            if pins:
+                kept = ", ".join(f"{n} {v}" for n, v in sorted(pins.items())[:4])
+                self.note(
+                    f"runctl keeps {host}'s builds of {kept}: if requirements.txt needs "
+                    "other versions of these, install them into that python instead"
+                )
         return vpython, rc
+
+    def make_venv(self, venv: str, host: str, env: dict, workdir: str) -> tuple:
+        """Create (or reuse) the project venv on top of ``host``; return (pip argv, rc)."""
+        vpython = os.path.join(venv, "bin", "python")
+        layout_file = os.path.join(venv, ".runctl-layout")
+        layout = f"{VENV_LAYOUT} {host}"
+        try:
+            with open(layout_file) as fh:
+                fresh = fh.read() != layout
+        except OSError:
+            fresh = True
+        uv = shutil.which("uv", path=env.get("PATH"))
+        uses_uv = os.path.exists(os.path.join(venv, ".runctl-uv"))
+        if fresh or not os.path.exists(vpython):
+            # Made by another python or an older runctl (which could hold its own torch).
+            shutil.rmtree(venv, ignore_errors=True)
+            make = [host, "-m", "venv", "--system-site-packages", venv]
+            uses_uv = False
+            rc = self.run_step(make, env, workdir)
+            if rc != 0 and uv:
+                # No ensurepip on this python (Debian without python3-venv): let uv make it.
+                # uv may not see a host venv's own packages when installing (the job does).
+                self.note("python -m venv failed; making the venv with uv")
+                shutil.rmtree(venv, ignore_errors=True)
+                uses_uv = True
+                rc = self.run_step([uv, "venv", "--system-site-packages", "--python", host, venv],
+                                   env, workdir)  # fmt: skip
+            site_dirs = host_site_dirs()
+            purelib = _venv_purelib(vpython) if rc == 0 and site_dirs else ""
+            if rc != 0 or (site_dirs and not purelib):
+                self.note(f"creating the venv failed with exit code {rc}")
+                return [], rc or 1
+            if purelib:  # the job venv sees the host venv's packages too, after its own
+                with open(os.path.join(purelib, "_runctl_host_python.pth"), "w") as fh:
+                    fh.writelines(d + "\n" for d in site_dirs)
+            if uses_uv:
+                open(os.path.join(venv, ".runctl-uv"), "w").close()
+            with open(layout_file, "w") as fh:
+                fh.write(layout)
+        if uses_uv and uv:
+            return [uv, "pip", "install", "--python", vpython], 0
+        return [vpython, "-m", "pip", "install", "--progress-bar", "off"], 0
+
+
+def _venv_purelib(vpython: str) -> str:
+    """The site-packages directory of a venv, as its own python names it ('' on failure)."""
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    try:
+        done = subprocess.run([vpython, "-c", code], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    path = done.stdout.decode(errors="replace").strip()
+    return path if done.returncode == 0 and os.path.isdir(path) else ""
 
 
 class CheckpointUploader:
@@ -522,6 +1265,10 @@ def build_argv(spec: dict, workdir: str, python: str) -> list:
         return argv
     script = argv[0]
     path = os.path.join(workdir, script)
+    if not os.path.isabs(script):
+        # "./" so that a file named "-c<code>#.py" is read as a path, never as an option
+        # of python, uv or bash (issue 17).
+        script = "./" + script
     if spec.get("python"):
         python = spec["python"]
     if script.endswith(".py"):
@@ -579,7 +1326,8 @@ def docker_argv(
             seen.add(path)
             argv += ["-v", f"{path}:{path}"]
     job_vars = {k for k in env if k.startswith("RUNCTL_") and k != "RUNCTL_HOME"}
-    names = sorted(set(spec.get("env") or {}) | set(node_env or {}) | job_vars)
+    secret_names = set(spec.get("secrets") or [])
+    names = sorted(set(spec.get("env") or {}) | secret_names | set(node_env or {}) | job_vars)
     for name in names + ["PYTHONUNBUFFERED"]:
         argv += ["-e", name]
     argv += [str(a) for a in opts.get("args") or []]
@@ -611,6 +1359,18 @@ def remove_container(spec: dict, env: dict) -> None:
 def supervise(job_dir: str, supervisor: Supervisor | None = None) -> int:
     supervisor = supervisor or Supervisor(job_dir)
     try:
+        return _supervise(supervisor)
+    finally:
+        # A job requeued by Slurm runs `supervise` again and needs its secrets then.
+        if not (
+            supervisor.state.get("state") == "preempted"
+            and supervisor.spec.get("launcher") == "slurm"
+        ):
+            drop_secrets(job_dir)
+
+
+def _supervise(supervisor: Supervisor) -> int:
+    try:
         return supervisor.run()
     except Exception as exc:  # noqa: BLE001 - a bug must end as a failed job, not "lost"
         import traceback
@@ -622,6 +1382,56 @@ def supervise(job_dir: str, supervisor: Supervisor | None = None) -> int:
             fh.write("1")
         supervisor.set_state(state="failed", exit_code=1, ended_at=_now(), error=str(exc))
         return 1
+
+
+def _guard_group(pgid: int, log_path: str) -> tuple | None:
+    """Fork a tiny guard that stops the job's process group if this agent dies first.
+
+    The agent holds the write end of a pipe the guard blocks on. A normal end writes one byte;
+    EOF without it means the agent was killed (OOM killer, kill -9), and a job left running
+    would be unsupervised: no heartbeat, no cancel, no exit code. Returns (pid, fd) or None.
+    """
+    try:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the guard: only os-level calls, it may have been forked beside threads
+        try:
+            os.closerange(3, read_fd)
+            os.closerange(read_fd + 1, 65536)
+            _guard_wait(read_fd, pgid, log_path)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    return (pid, write_fd)
+
+
+def _guard_wait(read_fd: int, pgid: int, log_path: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if os.read(read_fd, 1) != b"":
+        return  # the agent saw its job end
+    _killpg(pgid, signal.SIGTERM)  # EOF: the agent is gone
+    for _ in range(20):  # a moment to save a checkpoint, then SIGKILL
+        time.sleep(0.1)
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            break
+    _killpg(pgid, signal.SIGKILL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, b"[runctl] the agent supervising this job died; job stopped\n")
+
+
+def _release_guard(guard: tuple | None) -> None:
+    if guard is None:
+        return
+    pid, fd = guard
+    with contextlib.suppress(OSError):
+        os.write(fd, b"x")
+        os.close(fd)
+        os.waitpid(pid, 0)
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -664,6 +1474,9 @@ def _job_status(job_dir: str) -> dict:
             if state.get("state") in FINAL:
                 return _job_status(job_dir)
             status["state"] = "lost"
+    if status.get("state") in FINAL or status.get("state") == "lost":
+        # The supervisor deletes them at the end; this covers one that died (kill -9, reboot).
+        drop_secrets(job_dir)
     return status
 
 
@@ -824,6 +1637,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         node_dir = os.path.join(job_dir, "nodes", str(rank))
         os.makedirs(node_dir, exist_ok=True)
         shutil.copy(os.path.join(job_dir, "job.json"), os.path.join(node_dir, "job.json"))
+        if os.path.exists(os.path.join(job_dir, SECRETS_FILE)):  # copy keeps the 0600 mode
+            shutil.copy(os.path.join(job_dir, SECRETS_FILE), os.path.join(node_dir, SECRETS_FILE))
         job_dir = node_dir
     with contextlib.suppress(OSError):
         os.unlink(_job_paths(job_dir)["exit_code"])
@@ -834,6 +1649,39 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         supervisor.note(f"restart {restarts}: requeued by Slurm, running again")
     supervisor.set_state(restarts=restarts, node=socket.gethostname(), rank=rank)
     return supervise(job_dir, supervisor)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Delete finished jobs' directories (`runctl jobs prune`); never a running job's."""
+    jobs_root = os.path.join(os.path.abspath(os.path.expanduser(args.base)), "jobs")
+    answer = {}
+    for job_id in args.job_ids:
+        job_dir = os.path.join(jobs_root, job_id)
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", job_id):
+            answer[job_id] = "bad id"
+        elif not os.path.isdir(job_dir) or os.path.islink(job_dir):
+            answer[job_id] = "missing"
+        elif _job_status(job_dir)["state"] not in FINAL + ("lost", "unknown"):
+            answer[job_id] = "running"
+        else:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            answer[job_id] = "removed" if not os.path.exists(job_dir) else "failed"
+    print(json.dumps(answer))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Every job dir under B with its spec and status (`runctl doctor --fix` rebuilds the
+    CLI's job index from these after the local state database was lost)."""
+    jobs_root = os.path.join(os.path.expanduser(args.base), "jobs")
+    out = {}
+    for job_id in sorted(os.listdir(jobs_root)) if os.path.isdir(jobs_root) else []:
+        job_dir = os.path.join(jobs_root, job_id)
+        if os.path.isdir(job_dir):
+            spec = _read_json(os.path.join(job_dir, "job.json"))
+            out[job_id] = {"job_dir": job_dir, "spec": spec, "status": _job_status(job_dir)}
+    print(json.dumps(out))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -934,6 +1782,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     job_dir = os.path.expanduser(args.job_dir)
+    if not os.path.isdir(job_dir):  # never started here, or its directory was removed
+        print(json.dumps({"state": "missing"}))
+        return 0
     paths = _job_paths(job_dir)
     status = _job_status(job_dir)
     if status["state"] in FINAL:
@@ -992,12 +1843,24 @@ def _inside(root: str, rel: str) -> str | None:
     return path if path.startswith(root + os.sep) else None
 
 
+def _manifest_files(code_dir: str) -> set | None:
+    """Paths runctl synced into ``code_dir`` (its recorded manifest); None when unreadable."""
+    try:
+        with open(os.path.join(code_dir, ".runctl", "manifest.json")) as fh:
+            return set(json.load(fh)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_apply_manifest(args: argparse.Namespace) -> int:
     code_dir = os.path.realpath(os.path.expanduser(args.code_dir))  # through `current`
     request = json.loads(sys.stdin.read())
+    # Only files runctl itself synced here may go: whatever a job wrote into its working
+    # directory is not in the manifest and is never deleted by a sync.
+    synced = _manifest_files(code_dir) or set()
     deleted = 0
     for rel in request.get("delete", []):
-        path = _inside(code_dir, rel)
+        path = _inside(code_dir, rel) if rel in synced else None
         if path is None or os.path.islink(os.path.dirname(path)):
             continue
         try:
@@ -1026,13 +1889,14 @@ def cmd_apply_manifest(args: argparse.Namespace) -> int:
 
 
 def _live_workdirs(base: str) -> set:
-    """Work directories of jobs on this host that are starting or running."""
+    """Work directories of jobs on this host that are queued, starting or running."""
     jobs_root = os.path.join(base, "jobs")
     live = set()
     if os.path.isdir(jobs_root):
         for job_id in os.listdir(jobs_root):
             job_dir = os.path.join(jobs_root, job_id)
-            if _job_status(job_dir)["state"] in ("starting", "setup", "running"):
+            # pending: queued in a batch scheduler, it will run in the version it recorded
+            if _job_status(job_dir)["state"] in ("pending", "starting", "setup", "running"):
                 live.add(_read_json(os.path.join(job_dir, "job.json")).get("workdir"))
     return live
 
@@ -1043,12 +1907,15 @@ def cmd_prepare_sync(args: argparse.Namespace) -> int:
     ``current`` is a symlink to a version directory. If a live job runs in that version, a
     new version is made from it with hard links (cheap; rsync later replaces changed files
     by rename, never in place) and ``current`` is switched to it. Versions no live job uses
-    are removed.
+    are removed; files jobs wrote into a removed version are moved into those jobs' dirs
+    first (see ``_retire_version``), so a sync never deletes a job's outputs.
     """
     base = os.path.abspath(os.path.expanduser(args.base))
     current = os.path.abspath(os.path.expanduser(args.code_dir))
-    root = os.path.dirname(current)
-    os.makedirs(root, exist_ok=True)
+    os.makedirs(os.path.dirname(current), exist_ok=True)
+    # Real paths throughout: jobs record the real path of the version they run in.
+    root = os.path.realpath(os.path.dirname(current))
+    current = os.path.join(root, os.path.basename(current))
     live = _live_workdirs(base)
     if not os.path.isdir(current):
         version = os.path.join(root, "v1")
@@ -1058,20 +1925,146 @@ def cmd_prepare_sync(args: argparse.Namespace) -> int:
     if real in live:
         numbers = [int(n[1:]) for n in os.listdir(root) if re.match(r"^v\d+$", n)]
         name = f"v{max(numbers) + 1}"
-        link_tree(real, os.path.join(root, name), skip_meta=False)
+        # Only the synced files: what the running job writes (./checkpoints) stays its own;
+        # a hard link shared with the next job would let that job overwrite it in place.
+        # (No manifest: nothing is linked, and the sync sends every file.)
+        tracked = _manifest_files(real) or set()
+        link_tree(real, os.path.join(root, name), skip_meta=False, only=tracked)
         _point(current, name)
         real = os.path.realpath(current)
-    for name in os.listdir(root):
+    moved: dict = {}
+    incoming = json.loads(sys.stdin.read() or "{}").get("files") if args.paths_on_stdin else None
+    synced = _manifest_files(real)
+    if incoming and synced is not None:
+        # A file a finished job wrote here at a path about to be synced would be replaced:
+        # it goes aside first, like the files of a removed version.
+        clashes = [p for p in incoming if p not in synced and _inside(real, p)]
+        clashes = [p for p in clashes if os.path.lexists(os.path.join(real, p))]
+        moved.update(_move_aside(base, real, clashes)[0])
+    for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
         if re.match(r"^v\d+$", name) and path != real and path not in live:
-            shutil.rmtree(path, ignore_errors=True)
+            moved.update(_retire_version(base, path))
     try:
         with open(os.path.join(real, ".runctl", "manifest.json")) as fh:
             manifest = fh.read()
     except OSError:
         manifest = None
-    print(json.dumps({"dir": real, "manifest": manifest}))
+    print(json.dumps({"dir": real, "manifest": manifest, "moved": moved}))
     return 0
+
+
+WORKDIR_OUTPUTS = "workdir"  # in a job's dir: what it left in its removed code version
+MOVED_RECORD = ".moved.json"  # in <code root>: {"vN": [dirs its job files were moved to]}
+_DISPOSABLE_DIRS = ("__pycache__",)  # bytecode python writes beside imported modules
+
+
+def _untracked(version: str) -> list:
+    """Relative paths under ``version`` that no sync put there: what jobs wrote (files and
+    symlinks; empty directories and bytecode caches do not count)."""
+    synced = _manifest_files(version)
+    found = []
+    for top, dirs, names in os.walk(version):
+        rel_top = os.path.relpath(top, version)
+        if rel_top == ".":
+            dirs[:] = [d for d in dirs if d != ".runctl"]
+        dirs[:] = [d for d in dirs if d not in _DISPOSABLE_DIRS]
+        # os.walk lists a symlink to a directory under dirs and does not enter it
+        names = names + [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        for name in names:
+            rel = os.path.normpath(os.path.join(rel_top, name))
+            if synced is None or rel not in synced:  # no manifest: keep everything
+                found.append(rel)
+    return sorted(found)
+
+
+def _owners(base: str, version: str) -> list:
+    """(start time, job dir) of the jobs that ran in ``version``, oldest first."""
+    jobs_root = os.path.join(base, "jobs")
+    owners = []
+    for job_id in os.listdir(jobs_root) if os.path.isdir(jobs_root) else ():
+        spec_file = os.path.join(jobs_root, job_id, "job.json")
+        if _read_json(spec_file).get("workdir") == version:
+            owners.append((os.path.getmtime(spec_file), os.path.join(jobs_root, job_id)))
+    return sorted(owners)
+
+
+def _relocated(path: str) -> str:
+    """``path``, or where it went if it lay in a code version removed since (the user saw the
+    path in a job's status or log before a later sync moved that job's files aside)."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.lexists(full):
+        return path
+    parts = full.split(os.sep)
+    for i in range(len(parts) - 1, 0, -1):
+        if re.match(r"^v\d+$", parts[i]):
+            record = _read_json(os.path.join(os.sep.join(parts[:i]), MOVED_RECORD))
+            for dest_root in record.get(parts[i], ()):
+                candidate = os.path.join(dest_root, *parts[i + 1 :])
+                if os.path.lexists(candidate):
+                    return candidate
+    return path
+
+
+def _retire_version(base: str, version: str) -> dict:
+    """Remove a code version no job uses any more, after moving every file jobs wrote into
+    it aside (``_move_aside``); returns {job_id: where its files went}."""
+    moved, complete = _move_aside(base, version, _untracked(version))
+    if complete:  # else keep the version rather than lose a file; retried next sync
+        shutil.rmtree(version, ignore_errors=True)
+    return moved
+
+
+def _move_aside(base: str, version: str, rels: list) -> tuple:
+    """Move files jobs wrote into ``version`` to ``<job dir>/workdir/<same relative path>``;
+    return ({job_id: that dir}, whether all of them moved).
+
+    A file goes to the newest job that had started when the file was last written (jobs that
+    ran one after another in the same version each get their own files). With no job on
+    record the files go to ``<code root>/orphaned-vN/``.
+    """
+    moved: dict = {}
+    roots: set = set()
+    owners = _owners(base, version)
+    name_of_version = os.path.basename(version)
+    complete = True
+    for rel in rels:
+        source = os.path.join(version, rel)
+        try:
+            written = os.lstat(source).st_mtime
+        except OSError:
+            continue
+        if owners:
+            started_before = [o for o in owners if o[0] <= written + 1.0]
+            job_dir = (started_before or owners)[-1][1]
+            dest_root = os.path.join(job_dir, WORKDIR_OUTPUTS)
+        else:
+            job_dir = ""
+            dest_root = os.path.join(os.path.dirname(version), "orphaned-" + name_of_version)
+        dest = os.path.join(dest_root, rel)
+        if os.path.lexists(dest):
+            dest = f"{dest}.{int(written)}"
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(source, dest)
+        except OSError:
+            complete = False
+            break
+        if job_dir:
+            moved[os.path.basename(job_dir)] = dest_root
+        roots.add(dest_root)
+    if roots:  # lets `--resume-from <old version>/checkpoints/...` find the file (_relocated)
+        record_file = os.path.join(os.path.dirname(version), MOVED_RECORD)
+        record = _read_json(record_file)
+        record[name_of_version] = sorted(roots | set(record.get(name_of_version, ())))
+        _write_json(record_file, record)
+    for job_id, dest_root in moved.items():
+        state_file = os.path.join(base, "jobs", job_id, "state.json")
+        state = _read_json(state_file)
+        if state and state.get("workdir_outputs") != dest_root:
+            state["workdir_outputs"] = dest_root
+            _write_json(state_file, state)
+    return moved, complete
 
 
 def _point(link: str, target: str) -> None:
@@ -1080,19 +2073,24 @@ def _point(link: str, target: str) -> None:
     os.replace(tmp, link)
 
 
-def link_tree(src: str, dst: str, skip_meta: bool = True) -> int:
+def link_tree(src: str, dst: str, skip_meta: bool = True, only: set | None = None) -> int:
     """Hard-link copy of ``src`` into ``dst`` (copy across filesystems); skips ``.runctl/``.
 
     rsync replaces changed files by rename, so a job's linked snapshot keeps the exact code it
-    started with while later submits update the shared tree.
+    started with while later submits update the shared tree. With ``only`` (relative paths),
+    just those files and ``.runctl/`` are linked.
     """
     count = 0
+    os.makedirs(dst, exist_ok=True)
     for root, dirs, files in os.walk(src):
         rel = os.path.relpath(root, src)
         if rel == "." and skip_meta:
             dirs[:] = [d for d in dirs if d != ".runctl"]
         target_root = os.path.normpath(os.path.join(dst, rel))
-        os.makedirs(target_root, exist_ok=True)
+        if only is not None and rel.split(os.sep)[0] != ".runctl":
+            files = [n for n in files if os.path.normpath(os.path.join(rel, n)) in only]
+        if files or only is None:
+            os.makedirs(target_root, exist_ok=True)
         for name in files:
             source = os.path.join(root, name)
             target = os.path.join(target_root, name)
@@ -1129,25 +2127,21 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    """List checkpoints oldest first; with --keep N (and not --dry-run) delete all but N."""
-    directory = os.path.expanduser(args.dir)
-    found = list_checkpoints(directory)
-    cut = max(len(found) - args.keep, 0) if args.keep is not None else 0
-    rows = []
-    for index, path in enumerate(found):
-        st = os.stat(path)
-        row = {"path": path, "bytes": st.st_size, "mtime": st.st_mtime}
-        sidecar = os.path.splitext(path)[0] + ".json"
-        meta = _read_json(sidecar) if os.path.isfile(sidecar) else {}
-        if isinstance(meta, dict) and meta:
-            row["meta"] = meta
-        if index < cut:
+    """List checkpoints oldest first; with --keep N mark (and, without --dry-run, delete) those
+    beyond the newest N complete ones; --only restricts deletion to names the CLI showed."""
+    rows = list_checkpoints(args.dir)
+    if args.keep is not None:
+        doomed = plan_cleanup(rows, args.keep, tuple(args.named or ()))
+        if args.only is not None:
+            doomed = [r for r in doomed if r["name"] in args.only]
+        writing = still_changing(doomed)
+        for row in doomed:
+            if row["path"] in writing:
+                row["problem"] = "size changing: still being written"
+                continue
             row["deleted"] = True
             if not args.dry_run:
-                os.unlink(path)
-                if os.path.isfile(sidecar):
-                    os.unlink(sidecar)
-        rows.append(row)
+                delete_checkpoint(row)
     print(json.dumps(rows))
     return 0
 
@@ -1560,10 +2554,16 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--expect-manifest", default="")
     p.add_argument("--code-dir", default="")
     p.add_argument("--exclusive", action="store_true")
+    p.add_argument("--exclusive-machine", action="store_true")
     p.add_argument("--no-launch", action="store_true")
     p = sub.add_parser("supervise")
     p.add_argument("--job-dir", required=True)
     p = sub.add_parser("status")
+    p.add_argument("--base", required=True)
+    p.add_argument("job_ids", nargs="*")
+    p = sub.add_parser("index")
+    p.add_argument("--base", required=True)
+    p = sub.add_parser("remove")
     p.add_argument("--base", required=True)
     p.add_argument("job_ids", nargs="*")
     p = sub.add_parser("tail")
@@ -1583,6 +2583,7 @@ def main(argv: list | None = None) -> int:
     p = sub.add_parser("prepare-sync")
     p.add_argument("--base", required=True)
     p.add_argument("--code-dir", required=True)
+    p.add_argument("--paths-on-stdin", action="store_true")  # {"files": [paths to be synced]}
     p = sub.add_parser("apply-manifest")
     p.add_argument("--code-dir", required=True)
     p = sub.add_parser("hash")
@@ -1591,10 +2592,17 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--keep", type=int, default=None)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--named", action="append")  # protected ones the user named
+    p.add_argument("--only", action="append")
     p = sub.add_parser("watchdog")
     p.add_argument("action", choices=("arm", "status", "disarm", "run"))
     p.add_argument("--base", required=True)
     args = parser.parse_args(argv)
+    # Everything runctl and its jobs write on the host is private to this user: job specs,
+    # logs, secrets, checkpoints (docs/security.md).
+    os.umask(0o077)
+    if getattr(args, "base", None) and os.path.isdir(os.path.expanduser(args.base)):
+        private_dir(os.path.abspath(os.path.expanduser(args.base)))
     handler = globals()["cmd_" + args.cmd.replace("-", "_")]
     try:
         return int(handler(args))

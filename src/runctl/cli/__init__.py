@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
+        typed = _world_failure(exc)
+        if typed is not None:
+            _report(typed.message, typed.hint, typed.exit_code, want_json)
         _report(
             f"internal error: {type(exc).__name__}: {exc}",
             "this is a bug in runctl; rerun with RUNCTL_DEBUG=1 for a traceback and report it",
@@ -99,6 +102,25 @@ def main(argv: list[str] | None = None) -> None:
             want_json,
         )
     sys.exit(0)
+
+
+def _world_failure(exc: Exception) -> Any:
+    """A typed error for failures of the world that escaped their command: a full disk, an
+    unwritable or looping path, a state database that went bad mid-command. None for bugs."""
+    from runctl.errors import from_os_error
+
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    if isinstance(exc, ValueError) and "null byte" in str(exc):
+        from runctl.errors import UsageError
+
+        return UsageError("an argument contains a NUL byte", hint="remove it and retry")
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        from runctl.state.db import typed_error
+
+        return typed_error(exc, None)
+    return None
 
 
 def _usage_hint(exc: click.ClickException) -> str | None:

@@ -16,6 +16,7 @@ import click
 
 from runctl.cli.aws_options import make_provider, region_option, transport_option
 from runctl.cli.output import emit, is_json, json_option, progress, runtime
+from runctl.cli.params import seconds, usd
 from runctl.errors import ConflictError, RunctlError, UsageError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _register() -> None:
 @click.option("--spot", is_flag=True, help="Request a one-time spot instance.")
 @click.option(
     "--spot-max-price",
-    type=click.FloatRange(min=0.001),
+    type=usd(),
     metavar="USD",
     help="Highest spot price per hour (default: the on-demand price).",
 )
@@ -187,11 +188,13 @@ def _host_jobs(provider: AWSProvider, instance: Instance) -> tuple[list[str], st
     return sorted(j for j, s in status.items() if s.get("state") in live), None
 
 
-def guard_jobs(provider: AWSProvider, instance: Instance, force: bool, grace: float,
+def guard_jobs(provider: AWSProvider, instance: Instance, force: bool, grace: float | None,
                verb: str) -> list[str]:  # fmt: skip
-    """Refuse ``verb`` while jobs run (unless force); with force SIGTERM them, grace, KILL."""
+    """Refuse ``verb`` while jobs run (unless force); with force SIGTERM them, grace, KILL.
+
+    ``grace`` None: each job's own (``run --grace``), else ``jobs.grace_s``."""
     from runctl.core import agent
-    from runctl.core.jobs import refresh
+    from runctl.core.jobs import grace_of, refresh
     from runctl.models import InstanceState
 
     if instance.state != InstanceState.RUNNING:
@@ -210,16 +213,21 @@ def guard_jobs(provider: AWSProvider, instance: Instance, force: bool, grace: fl
         raise ConflictError(
             f"refusing to {verb} {iid}: job(s) running: {', '.join(ids)}",
             hint=f"wait for them (`runctl wait JOB`), cancel them, or pass --force to SIGTERM "
-            f"them ({grace:g}s grace) and {verb}",
+            f"them and {verb}",
         )
     if unknown is None:
         transport = provider.connect(instance)
+        records = {j.job_id: j for j in rt.store.list_jobs(provider="aws", instance_id=iid)}
         for job_id in ids:
-            progress(f"stopping job {job_id}: SIGTERM, {grace:g}s grace ...")
+            record = records.get(job_id)
+            wait_s = grace_of(rt, record, grace) if record is not None else grace
+            if wait_s is None:
+                wait_s = float(rt.config.get("jobs.grace_s"))
+            progress(f"stopping job {job_id}: SIGTERM, {wait_s:g}s grace ...")
             job_dir = f"{instance.remote_dir}/jobs/{job_id}"
             agent.call_json(instance, transport,
-                            ["cancel", "--job-dir", job_dir, "--grace", str(grace)],
-                            timeout=grace + 60)  # fmt: skip
+                            ["cancel", "--job-dir", job_dir, "--grace", str(wait_s)],
+                            timeout=wait_s + 60)  # fmt: skip
         known = [j for j in rt.store.list_jobs(provider="aws", instance_id=iid) if j.job_id in ids]
         refresh(rt, known)
     return ids
@@ -230,18 +238,17 @@ def guard_jobs(provider: AWSProvider, instance: Instance, force: bool, grace: fl
 @click.option("--force", is_flag=True, help="Stop even if jobs run (they get SIGTERM first).")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
-    default=30,
-    show_default=True,
+    type=seconds(),
     metavar="SECONDS",
-    help="SIGTERM-to-SIGKILL grace for running jobs.",
+    help="SIGTERM-to-SIGKILL grace for running jobs (default: each job's --grace, else "
+    "jobs.grace_s).",
 )
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the instance is stopped.")
 @transport_option
 @region_option
 @json_option
-def aws_stop(instance_id: str, force: bool, grace: float, wait_: bool, transport: str | None,
-             region: str | None) -> None:  # fmt: skip
+def aws_stop(instance_id: str, force: bool, grace: float | None, wait_: bool,
+             transport: str | None, region: str | None) -> None:  # fmt: skip
     """Stop INSTANCE_ID (disks kept, compute billing stops). Refuses while jobs run."""
     from runctl.models import InstanceState
 
@@ -294,17 +301,16 @@ def aws_start(instance_id: str, wait_: bool, region: str | None) -> None:
 @click.option("--force", is_flag=True, help="Terminate even if jobs run (they get SIGTERM first).")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
-    default=30,
-    show_default=True,
+    type=seconds(),
     metavar="SECONDS",
-    help="SIGTERM-to-SIGKILL grace for running jobs.",
+    help="SIGTERM-to-SIGKILL grace for running jobs (default: each job's --grace, else "
+    "jobs.grace_s).",
 )
 @click.option("--no-wait", is_flag=True, help="Return without waiting for 'terminated'.")
 @transport_option
 @region_option
 @json_option
-def aws_terminate(instance_id: str, force: bool, grace: float, no_wait: bool,
+def aws_terminate(instance_id: str, force: bool, grace: float | None, no_wait: bool,
                   transport: str | None, region: str | None) -> None:  # fmt: skip
     """Terminate INSTANCE_ID and wait until it is gone. Refuses while jobs run."""
     from runctl.models import InstanceState
@@ -388,7 +394,7 @@ def aws_status(instance_id: str, transport: str | None, region: str | None) -> N
 @click.argument("instance_id")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
+    type=seconds(1),
     metavar="SECONDS",
     help="Give up after this long (default aws.wait_timeout_s).",
 )

@@ -10,6 +10,8 @@ import click
 from runctl.cli.aws_options import make_provider, region_option, transport_option
 from runctl.cli.cloud import budget_option
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
+from runctl.cli.params import seconds
+from runctl.cli.secret_options import resolve_secrets, with_secret_options
 from runctl.errors import ConflictError, NotFoundError, RunctlError, TransportError
 
 if TYPE_CHECKING:
@@ -55,10 +57,13 @@ def _wait_reachable(provider: AWSProvider, instance: Instance, timeout_s: float)
         try:
             transport.run(["true"], timeout=30)
             return
-        except TransportError:
+        except TransportError as exc:
+            from runctl.core.jobs import check_auth
+
+            check_auth(exc)  # a refused key or host key: waiting longer cannot fix it
             if time.monotonic() >= deadline:
                 raise
-            progress(f"{instance.instance_id} not reachable yet; retrying ...")
+            progress(f"{instance.instance_id} not reachable yet ({exc.message}); retrying ...")
             time.sleep(5)
 
 
@@ -107,11 +112,12 @@ def s3_commands(
 )
 @click.option("--project-name", help="Project name (default: the project root's name).")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment.")
+@with_secret_options
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=seconds(),
     default=120,
     show_default=True,
     metavar="MINUTES",
@@ -125,6 +131,8 @@ def s3_commands(
 )
 @click.option("--docker-image", metavar="IMAGE", help="Run in a container of IMAGE (ECR or any "
               "registry the instance can pull from).")  # fmt: skip
+@click.option("--allow-concurrent", is_flag=True,
+              help="Start even if another job runs on the instance (else refused).")  # fmt: skip
 @budget_option
 @transport_option
 @region_option
@@ -133,7 +141,7 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
               includes: tuple[str, ...], data_s3: str | None, output_s3: str | None,
               project_name: str | None, env: tuple[str, ...], follow: bool, wait_: bool,
               timeout: float, budget: float | None, transport: str | None, region: str | None,
-              **docker_opts: Any) -> None:  # fmt: skip
+              allow_concurrent: bool, **docker_opts: Any) -> None:  # fmt: skip
     """Run SCRIPT on INSTANCE_ID as a runctl job; script arguments go after --."""
     from runctl.cli.jobs import _parse_env, job_json
     from runctl.core import jobs as core
@@ -141,6 +149,7 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
     from runctl.core.watchdog import guard, job_policy
     from runctl.providers.aws import ec2
 
+    secrets, env_file = resolve_secrets(docker_opts.pop("secrets"), docker_opts.pop("env_file"))
     provider = make_provider(region, transport)
     instance = _check_trainable(provider, provider.require_instance(instance_id))
     session = provider.session(instance_id)
@@ -150,8 +159,9 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
     _wait_reachable(provider, instance, float(cfg.get("aws.wait_timeout_s")))
     request = core.SubmitRequest(
         argv=[script, *script_args], project=project_name, env=_parse_env(env),
+        secrets=secrets, env_file=env_file,
         includes=includes, sync=sync_code, pre_commands=pre, post_commands=post,
-        budget_usd=budget,
+        budget_usd=budget, exclusive_machine=not allow_concurrent,
     )  # fmt: skip
     if docker_opts.get("docker") or docker_opts.get("docker_image"):
         from runctl.cli.docker import docker_request, ecr_login_command
@@ -300,7 +310,7 @@ def _render_processes(snap: dict[str, Any], detailed: bool) -> None:
 @click.option("-w", "--watch", is_flag=True, help="Refresh until Ctrl-C (JSON: one per line).")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.5),
+    type=seconds(0.5),
     default=2.0,
     show_default=True,
     metavar="SECONDS",

@@ -1,19 +1,24 @@
 """``runctl checkpoint``: list, inspect, prune and resume from checkpoints.
 
 A LOCATION is a local directory, ``job:JOB_ID`` for the checkpoint directory of a job on
-whatever host it ran, or an ``s3://bucket/prefix``.
+whatever host it ran, or an ``s3://bucket/prefix``. A checkpoint is a file or a directory as
+the frameworks write them (see runctl.storage.checkpoints); cleanup removes whole ones.
 """
 
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
-from runctl.errors import NotFoundError
+from runctl.errors import NotFoundError, RunctlError
+
+if TYPE_CHECKING:
+    from runctl.models import Job
+    from runctl.storage.checkpoints import KeyCheckpoint
 
 
 def _job_ref(location: str) -> str | None:
@@ -21,41 +26,56 @@ def _job_ref(location: str) -> str | None:
 
 
 def _rows(location: str) -> list[dict[str, Any]]:
-    """Checkpoints at LOCATION, oldest first, as dicts (path, bytes, mtime, step, meta)."""
-    from runctl.storage.checkpoints import CHECKPOINT_EXTS, list_checkpoints, step_of
+    """Checkpoints at LOCATION, oldest first, as dicts (Checkpoint.to_dict, plus ``keys``
+    on S3: every object of the checkpoint)."""
+    from runctl.storage.checkpoints import list_checkpoints
 
     ref = _job_ref(location)
     if ref is not None:
-        rows = _agent_checkpoints(ref)
-        for row in rows:
-            row["step"] = step_of(Path(row["path"]).name)
-        return rows
+        return _agent_checkpoints(ref)
     if location.startswith("s3://"):
-        from runctl.cli.s3 import open_storage
-        from runctl.storage.s3 import order_checkpoints, parse_uri
-
-        uri = parse_uri(location)
-        storage = open_storage()
-        with storage.errors(location):
-            found = order_checkpoints(
-                o for o in storage.iter_objects(uri.bucket, uri.prefix)
-                if o.key.endswith(CHECKPOINT_EXTS)
-            )  # fmt: skip
-        return [
-            {"path": f"s3://{uri.bucket}/{o.key}", "bytes": o.size, "mtime": o.last_modified,
-             "step": step_of(o.key.rsplit("/", 1)[-1])}
-            for o in found
-        ]  # fmt: skip
+        bucket, found = _s3_checkpoints(location)
+        return [_s3_row(bucket, k) for k in found]
     directory = Path(location)
     if not directory.is_dir():
         raise NotFoundError(f"no such directory: {location}", hint="give a checkpoint directory")
-    return [
-        {"path": str(c.path), "bytes": c.bytes, "mtime": c.mtime, "step": c.step}
-        for c in list_checkpoints(directory)
-    ]
+    return [c.to_dict() for c in list_checkpoints(directory)]
 
 
-def _agent_checkpoints(ref: str, keep: int | None = None, dry_run: bool = False) -> list[Any]:
+def _s3_checkpoints(location: str) -> tuple[str, list[KeyCheckpoint]]:
+    from runctl.cli.s3 import open_storage
+    from runctl.storage.checkpoints import rows_from_keys
+    from runctl.storage.s3 import parse_uri
+
+    uri = parse_uri(location)
+    storage = open_storage()
+    prefix = uri.prefix if not uri.prefix or uri.prefix.endswith("/") else uri.prefix + "/"
+    with storage.errors(location):
+        objects = [(o.key, o.size, o.last_modified)
+                   for o in storage.iter_objects(uri.bucket, prefix)]  # fmt: skip
+    return uri.bucket, rows_from_keys(prefix, objects)
+
+
+def _s3_row(bucket: str, item: KeyCheckpoint) -> dict[str, Any]:
+    row: dict[str, Any] = item.row.to_dict()
+    row["path"] = f"s3://{bucket}/{row['path']}" + ("/" if item.row.kind != "file" else "")
+    row["resume_path"] = f"s3://{bucket}/{row['resume_path']}"
+    row["keys"] = list(item.keys)
+    return row
+
+
+def _has_checkpoints(job_ref: str) -> bool:
+    """Whether the job's checkpoint dir holds any (True when the host cannot tell)."""
+    try:
+        return bool(_agent_checkpoints(job_ref))
+    except RunctlError:
+        return True
+
+
+def _agent_checkpoints(
+    ref: str, keep: int | None = None, dry_run: bool = False, named: tuple[str, ...] = (),
+    only: list[str] | None = None,
+) -> list[Any]:  # fmt: skip
     from runctl.core import agent
     from runctl.core.targets import instance_of_job
 
@@ -68,13 +88,40 @@ def _agent_checkpoints(ref: str, keep: int | None = None, dry_run: bool = False)
         args += ["--keep", str(keep)]
         if dry_run:
             args.append("--dry-run")
+        for name in named:
+            args += ["--named", name]
+        for name in only or ():
+            args += ["--only", name]
     rows: list[Any] = agent.call_json(target.instance, transport, args)
     return rows
 
 
-@click.group()
+_HELP = """List, inspect, prune and resume from checkpoints.
+
+A checkpoint is a file (.pt .pth .ckpt .safetensors .bin) or a directory as the frameworks
+write them: Lightning (epoch=E-step=S.ckpt, last.ckpt), HF Trainer (checkpoint-<step>/),
+Accelerate (checkpoint_<n>/), torch DCP (a directory with .metadata), DeepSpeed
+(global_step<N>/ + latest), Orbax (<step>/). Newest last, by step, else epoch, else time;
+incomplete ones (still being written, truncated) are never resumed from or deleted.
+
+A job gets RUNCTL_CHECKPOINT_DIR (write checkpoints there), RUNCTL_RESUME_FROM (the newest
+complete checkpoint as its framework's resume API takes it, an absolute path, empty when
+there is none) and RUNCTL_RESUME_STEP (its step, when known). After
+`r = os.environ.get("RUNCTL_RESUME_FROM") or None`, the one line a script needs is:
+
+\b
+  Lightning   trainer.fit(model, ckpt_path=r)
+  HF Trainer  trainer.train(resume_from_checkpoint=r)
+  Accelerate  if r: accelerator.load_state(r)
+  torch DCP   if r: dcp.load(state_dict, checkpoint_id=r)
+  DeepSpeed   if r: engine.load_checkpoint(r)    (r is the directory holding `latest`)
+  torch file  if r: state = torch.load(r)
+"""
+
+
+@click.group(help=_HELP)
 def checkpoint() -> None:
-    """List, inspect, prune and resume from checkpoints (.pt .pth .ckpt .safetensors)."""
+    pass
 
 
 @checkpoint.command(name="list")
@@ -88,20 +135,29 @@ def checkpoint_list(location: str) -> None:
         if not rows:
             click.echo(f"no checkpoints in {location}")
             return
-        table(["checkpoint", "step", "size", "modified"],
-              [(Path(r["path"]).name, r.get("step"), _size(r["bytes"]), _when(r["mtime"]))
+        table(["checkpoint", "kind", "step", "epoch", "size", "modified", "complete"],
+              [(r.get("name") or Path(r["path"]).name, r.get("kind"), r.get("step"),
+                _epoch(r.get("epoch")), _size(r["bytes"]), _when(r["mtime"]),
+                "yes" if r.get("complete", True) else f"no: {r.get('problem')}")
                for r in rows])  # fmt: skip
 
     emit(rows, text)
+
+
+def _epoch(value: Any) -> Any:
+    return f"{value:g}" if isinstance(value, float) else value
 
 
 @checkpoint.command(name="info")
 @click.argument("path")
 @json_option
 def checkpoint_info(path: str) -> None:
-    """Show epoch/step/loss of a checkpoint: PATH, s3://…, or job:JOB_ID[:NAME] (latest/NAME).
+    """Show step/epoch/loss of a checkpoint: a file or directory, s3://…, or
+    job:JOB_ID[:NAME] (its newest complete checkpoint, or NAME: a checkpoint or a file in
+    one, relative to the job's checkpoint dir).
 
-    Read from a sidecar JSON when there is one, else with torch (weights_only) when installed.
+    Read from a sidecar JSON when there is one, else from trainer_state.json, DCP's
+    .metadata, or with torch (weights_only) when installed.
     """
     from runctl.storage.checkpoints import inspect_checkpoint
 
@@ -110,31 +166,15 @@ def checkpoint_info(path: str) -> None:
         info = _s3_info(path)
     elif ref is None:
         local = Path(path)
-        if not local.is_file():
-            raise NotFoundError(f"no such checkpoint file: {path}")
-        info = inspect_checkpoint(local)
+        if not local.exists():
+            raise NotFoundError(f"no such checkpoint: {path}",
+                                hint="give a checkpoint file or directory")  # fmt: skip
+        try:
+            info = inspect_checkpoint(local)
+        except FileNotFoundError as exc:
+            raise NotFoundError(str(exc), hint=f"see `runctl checkpoint list {path}`") from None
     else:
-        job_ref, _, name = ref.partition(":")
-        rows = _agent_checkpoints(job_ref)
-        if name:
-            rows = [r for r in rows if Path(r["path"]).name == name]
-        if not rows:
-            raise NotFoundError(f"no checkpoint {name or ''} in job {job_ref}".replace("  ", " "),
-                                hint=f"see `runctl checkpoint list job:{job_ref}`")  # fmt: skip
-        row = rows[-1]
-        if row.get("meta"):
-            info = {"path": row["path"], "bytes": row["bytes"], "source": "sidecar", **row["meta"]}
-        else:
-            from runctl.core.jobs import fetch
-
-            rt = runtime()
-            job = rt.store.get_job(job_ref)
-            progress(f"downloading {Path(row['path']).name} ({_size(row['bytes'])}) to inspect it")
-            with tempfile.TemporaryDirectory() as tmp:
-                local = fetch(rt, job, Path(row["path"]).name, Path(tmp) / "ckpt",
-                              root="checkpoints")  # fmt: skip
-                info = inspect_checkpoint(local)
-                info["path"] = row["path"]
+        info = _job_info(ref)
 
     def text() -> None:
         for key, value in info.items():
@@ -144,19 +184,72 @@ def checkpoint_info(path: str) -> None:
     emit(info, text)
 
 
+def _job_info(ref: str) -> dict[str, Any]:
+    """info for job:JOB_ID[:NAME]: directory checkpoints from the agent's row (nothing is
+    downloaded), files from their sidecar or a temporary copy (keeping its name)."""
+    from runctl.storage.checkpoints import inspect_checkpoint
+
+    job_ref, _, name = ref.partition(":")
+    rows = _agent_checkpoints(job_ref)
+    name = name.strip("/")
+    inner = ""
+    if name:
+        match = [r for r in rows if r.get("name") == name or Path(r["path"]).name == name]
+        if not match:  # a file inside a checkpoint directory, or any file in the dir
+            match = [{"path": name, "name": name, "kind": "file", "bytes": None}]
+            inner = name
+        rows = match
+    else:  # the one a re-run resumes from
+        from runctl.storage.checkpoints import FRAMEWORK_KINDS
+
+        complete = [r for r in rows if r.get("complete", True)]
+        rows = [r for r in complete if r.get("kind") in FRAMEWORK_KINDS] or complete or rows
+    if not rows:
+        raise NotFoundError(f"no checkpoint in job {job_ref}",
+                            hint=f"see `runctl checkpoint list job:{job_ref}`")  # fmt: skip
+    row = rows[-1]
+    if row.get("kind", "file") != "file":
+        keys = ("path", "name", "kind", "step", "epoch", "bytes", "complete", "problem",
+                "resume_path")  # fmt: skip
+        info = {k: row.get(k) for k in keys if row.get(k) is not None}
+        info.update(row.get("meta") or {})
+        info["source"] = "sidecar" if row.get("meta") else "host"
+        return info
+    if row.get("meta"):
+        meta = row["meta"]
+        return {"path": row["path"], "bytes": row["bytes"], "step": row.get("step"),
+                "epoch": row.get("epoch"), "source": "sidecar", **meta}  # fmt: skip
+    from runctl.core.jobs import fetch
+
+    rt = runtime()
+    job = rt.store.get_job(job_ref)
+    rel = inner or str(row.get("name") or PurePosixPath(row["path"]).name)
+    size = f" ({_size(row['bytes'])})" if row.get("bytes") else ""
+    progress(f"downloading {rel}{size} to inspect it")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = fetch(rt, job, rel, Path(tmp) / PurePosixPath(rel).name, root="checkpoints")
+        info = inspect_checkpoint(local)
+    info["path"] = row["path"] if not inner else f"{job.checkpoint_dir}/{rel}"
+    for key in ("step", "epoch"):
+        if info.get(key) is None and row.get(key) is not None:
+            info[key] = row[key]
+    return info
+
+
 def _s3_info(uri_text: str) -> dict[str, Any]:
-    """Inspect an S3 checkpoint: its sidecar JSON if present, else the object itself."""
+    """Inspect an S3 checkpoint: an object (its sidecar JSON, else the object itself) or a
+    directory checkpoint (its trainer_state.json or DCP .metadata; nothing else is read)."""
     from runctl.cli.s3 import open_storage
     from runctl.storage.checkpoints import inspect_checkpoint
     from runctl.storage.s3 import TransferOptions, parse_uri
 
     uri = parse_uri(uri_text)
     storage = open_storage()
-    head = storage.head(uri)
-    if head is None:
-        raise NotFoundError(f"no such object: {uri_text}", hint="see `runctl checkpoint list`")
-    sidecar = parse_uri(uri_text.rsplit(".", 1)[0] + ".json")
+    head = storage.head(uri) if uri.key and not uri.key.endswith("/") else None
     opts = TransferOptions(verify=False, resume=False, compress=False, skip_unchanged=False)
+    if head is None:
+        return _s3_dir_info(uri_text)
+    sidecar = parse_uri(uri_text.rsplit(".", 1)[0] + ".json")
     with tempfile.TemporaryDirectory() as tmp:
         name = uri.key.rsplit("/", 1)[-1]
         if storage.head(sidecar) is not None:
@@ -168,6 +261,54 @@ def _s3_info(uri_text: str) -> dict[str, Any]:
             storage.download(uri, Path(tmp) / name, opts, recursive=False)
         info = inspect_checkpoint(Path(tmp) / name)
     info.update(path=uri_text, bytes=head.get("ContentLength", info.get("bytes")))
+    if info.get("source") == "sidecar":
+        info.pop("complete", None)  # the object itself was not looked at
+        info.pop("problem", None)
+    return info
+
+
+def _s3_dir_info(uri_text: str) -> dict[str, Any]:
+    from runctl.cli.s3 import open_storage
+    from runctl.storage.checkpoints import inspect_checkpoint, pick_resume, rows_from_keys
+    from runctl.storage.s3 import TransferOptions, parse_uri
+
+    uri = parse_uri(uri_text.rstrip("/"))
+    storage = open_storage()
+    parent = uri.key.rsplit("/", 1)[0] + "/" if "/" in uri.key else ""
+    with storage.errors(uri_text):
+        objects = [(o.key, o.size, o.last_modified)
+                   for o in storage.iter_objects(uri.bucket, uri.key + "/")]  # fmt: skip
+    found = rows_from_keys(parent, objects)
+    if not found:
+        raise NotFoundError(f"no such object or checkpoint: {uri_text}",
+                            hint="see `runctl checkpoint list`")  # fmt: skip
+    chosen, _skipped = pick_resume([k.row for k in found], changing=lambda _rows: set())
+    item = next((k for k in found if k.row is chosen), found[-1])
+    if item.row.kind == "file":
+        return _s3_info(f"s3://{uri.bucket}/{item.keys[0]}")
+    row = item.row
+    base = str(row.path)
+    wanted = [k for k in item.keys if k.rsplit("/", 1)[-1] in ("trainer_state.json", ".metadata")]
+    opts = TransferOptions(verify=False, resume=False, compress=False, skip_unchanged=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / row.path.name
+        local.mkdir()
+        for key in wanted:  # the markers only: a checkpoint may be gigabytes
+            dest = local / key[len(base) + 1 :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            storage.download(parse_uri(f"s3://{uri.bucket}/{key}"), dest, opts, recursive=False)
+        info = inspect_checkpoint(local) if wanted else {}
+    info.update(path=f"s3://{uri.bucket}/{base}/", kind=row.kind, bytes=row.bytes,
+                complete=row.complete, objects=len(item.keys))  # fmt: skip
+    info.pop("resume_path", None)
+    info.pop("files", None)
+    for key in ("step", "epoch"):
+        if info.get(key) is None:
+            info[key] = getattr(row, key)
+    if row.problem:
+        info["problem"] = row.problem
+    else:
+        info.pop("problem", None)
     return info
 
 
@@ -177,54 +318,93 @@ def _s3_info(uri_text: str) -> dict[str, Any]:
     "--keep-last-n",
     type=click.IntRange(min=0),
     default=None,
-    help="How many newest checkpoints to keep (default: checkpoint.keep_last_n).",
+    help="How many newest complete checkpoints to keep (default: checkpoint.keep_last_n).",
+)
+@click.option(
+    "--include",
+    "named",
+    multiple=True,
+    metavar="NAME",
+    help="Also consider this last*/best*/final* checkpoint (never by default).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def checkpoint_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool) -> None:
-    """Delete all but the newest N checkpoints (and their sidecar JSON) at LOCATION."""
-    from runctl.storage.checkpoints import list_checkpoints, sidecar_of, to_keep_and_delete
+def checkpoint_cleanup(
+    location: str, keep_last_n: int | None, named: tuple[str, ...], dry_run: bool, yes: bool
+) -> None:
+    """Delete all but the newest N complete checkpoints at LOCATION, whole (directories and
+    sidecar JSON included), oldest first.
 
-    keep = keep_last_n if keep_last_n is not None else runtime().config.get(
-        "checkpoint.keep_last_n")  # fmt: skip
-    rows = _rows(location)
-    doomed = rows[: max(len(rows) - keep, 0)]
+    Never deleted: the newest complete checkpoint, last*/best*/final* (unless --include
+    names them), and anything newer than the newest complete one or still being written.
+    --dry-run prints exactly what --yes deletes.
+    """
+    keep = keep_last_n if keep_last_n is not None else int(runtime().config.get(
+        "checkpoint.keep_last_n"))  # fmt: skip
+    ref = _job_ref(location)
+    if ref is not None:
+        rows = _agent_checkpoints(ref, keep=keep, dry_run=True, named=named)
+        doomed = [r for r in rows if r.get("deleted")]
+    elif location.startswith("s3://"):
+        from runctl.storage.checkpoints import plan_cleanup
+
+        bucket, found = _s3_checkpoints(location)
+        plan = plan_cleanup([k.row for k in found], keep, named, realpath=lambda p: p)
+        rows = [_s3_row(bucket, k) for k in found]
+        doomed = [r for r, k in zip(rows, found, strict=True) if k.row in plan]
+    else:
+        from runctl.storage.checkpoints import list_checkpoints, plan_cleanup, still_changing
+
+        local = list_checkpoints(Path(location))
+        plan = plan_cleanup(local, keep, named)
+        writing = still_changing(plan)
+        rows = [c.to_dict() for c in local]
+        doomed = [
+            r for r, c in zip(rows, local, strict=True) if c in plan and c.path not in writing
+        ]
     if not doomed:
-        emit({"deleted": [], "kept": len(rows)}, f"nothing to delete ({len(rows)} checkpoints)")
+        emit({"deleted": [], "would_delete": [], "kept": len(rows)},
+             f"nothing to delete ({len(rows)} checkpoints)")  # fmt: skip
         return
     for row in doomed:
-        progress(f"{'would delete' if dry_run else 'delete'} {row['path']}")
+        verb = "would delete" if dry_run else "delete"
+        progress(f"{verb} {row['path']} ({_size(row['bytes'])})")
     if dry_run:
-        emit({"deleted": [], "would_delete": [r["path"] for r in doomed], "kept": keep})
+        emit({"deleted": [], "would_delete": [r["path"] for r in doomed],
+              "kept": len(rows) - len(doomed)})  # fmt: skip
         return
     if not yes:
         click.confirm(f"Delete {len(doomed)} checkpoint(s) from {location}?", abort=True,
                       err=True)  # fmt: skip
-    ref = _job_ref(location)
     if ref is not None:
-        result = _agent_checkpoints(ref, keep=keep)
+        names = [str(r["name"]) for r in doomed]
+        result = _agent_checkpoints(ref, keep=keep, named=named, only=names)
         deleted = [r["path"] for r in result if r.get("deleted")]
     elif location.startswith("s3://"):
         from runctl.cli.s3 import open_storage
         from runctl.storage.s3 import parse_uri
 
         bucket = parse_uri(location).bucket
-        prefix = f"s3://{bucket}/"
-        keys = [r["path"].removeprefix(prefix) for r in doomed]
-        keys += [k.rsplit(".", 1)[0] + ".json" for k in keys]  # sidecars, if any
+        keys = [k for r in doomed for k in r["keys"]]
         storage = open_storage()
         with storage.errors(location):
-            removed, _missing = storage.delete_keys(bucket, keys)
-        deleted = [prefix + k for k in removed if not k.endswith(".json")]
+            removed, failed = storage.delete_keys(bucket, keys)
+        gone = set(removed)
+        deleted = [r["path"] for r in doomed if gone.issuperset(r["keys"])]
+        if failed:
+            raise RunctlError(f"{len(failed)} deletions failed: {failed[0]}",
+                              hint="check delete permissions (s3:DeleteObject)")  # fmt: skip
     else:
-        _, old = to_keep_and_delete(list_checkpoints(Path(location)), keep)
+        from runctl.storage.checkpoints import delete_checkpoint
+
+        by_path = {str(c.path): c for c in local}
         deleted = []
-        for ck in old:
-            ck.path.unlink(missing_ok=True)
-            sidecar_of(ck.path).unlink(missing_ok=True)
-            deleted.append(str(ck.path))
-    emit({"deleted": deleted, "kept": keep}, f"deleted {len(deleted)} checkpoint(s)")
+        for row in doomed:
+            delete_checkpoint(by_path[row["path"]])
+            deleted.append(row["path"])
+    emit({"deleted": deleted, "kept": len(rows) - len(deleted)},
+         f"deleted {len(deleted)} checkpoint(s)")  # fmt: skip
 
 
 @checkpoint.command(name="resume")
@@ -245,21 +425,26 @@ def checkpoint_cleanup(location: str, keep_last_n: int | None, dry_run: bool, ye
 def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow: bool) -> None:
     """Run JOB again on the same target, resuming from its latest checkpoint."""
     from runctl.core.jobs import resubmit
+    from runctl.storage.checkpoints import FRAMEWORK_KINDS
 
     rt = runtime()
     old = rt.store.get_job(job_ref)
-    resume_from = from_
+    resume_from = _absolute_on_host(old, from_) if from_ else None
     if resume_from is None and resume_arg:
-        rows = _agent_checkpoints(old.job_id)
+        # The host's absolute path, as the framework takes it (a HF checkpoint-N/ directory,
+        # the DeepSpeed dir holding `latest`): the job runs in its code dir, not the home.
+        rows = [r for r in _agent_checkpoints(old.job_id) if r.get("complete", True)]
         if not rows:
-            raise NotFoundError(f"job {old.job_id} has no checkpoints to resume from")
-        resume_from = rows[-1]["path"]
+            raise NotFoundError(f"job {old.job_id} has no complete checkpoint to resume from")
+        framework = [r for r in rows if r.get("kind") in FRAMEWORK_KINDS]
+        newest = (framework or rows)[-1]
+        resume_from = str(newest.get("resume_path") or newest["path"])
+    how = f" from {resume_from}" if resume_from else " from its latest checkpoint"
+    if not resume_from and not _has_checkpoints(old.job_id):
+        how = ": it has no checkpoint, so it starts from scratch"
     result = resubmit(rt, old, resume_from=resume_from, resume_arg=resume_arg, progress=progress)
     job = result.job
-    progress(
-        f"started {job.job_id} (resuming {old.job_id}"
-        f"{' from ' + resume_from if resume_from else ' from its latest checkpoint'})"
-    )
+    progress(f"started {job.job_id} (resuming {old.job_id}{how})")
     if follow and not is_json():
         from runctl.cli.jobs import _finish, _follow_to_end
 
@@ -268,6 +453,33 @@ def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow:
     from runctl.cli.jobs import job_json
 
     emit(job_json(job, resumes=old.job_id), job.job_id)
+
+
+def _absolute_on_host(job: Job, given: str) -> str:
+    """--from as an absolute path on the job's host: a checkpoint's name as `checkpoint list
+    job:` shows it (relative to the checkpoint dir), else a path relative to the login home
+    (the job itself runs in its code dir, where a relative path would not resolve)."""
+    import json
+
+    from runctl.core import agent
+    from runctl.core.targets import instance_of_job
+    from runctl.transport.local import LocalTransport
+
+    if given.startswith("/"):
+        return given
+    for row in _agent_checkpoints(job.job_id):
+        if row.get("name") == given.strip("/"):
+            return str(row.get("resume_path") or row["path"])
+    target = instance_of_job(runtime(), job.provider, job.instance_id)
+    transport = target.provider.connect(target.instance)
+    if isinstance(transport, LocalTransport):  # this machine: relative to where you are
+        return str(Path(given).resolve())
+    done = agent.call(target.instance, transport, ["resolve", "--root", "~", "--path", given])
+    answer = json.loads(done.stdout or b"{}")
+    if done.returncode != 0 or "path" not in answer:
+        raise NotFoundError(f"no checkpoint {given} on the job's host",
+                            hint=f"see `runctl checkpoint list job:{job.job_id}`")  # fmt: skip
+    return str(answer["path"])
 
 
 def _size(n: int) -> str:

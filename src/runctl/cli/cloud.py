@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
+from runctl.cli.params import seconds, usd
+from runctl.cli.secret_options import with_secret_options
 from runctl.errors import ConflictError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -136,7 +138,7 @@ def status_command(cloud: Cloud) -> click.Command:
     @click.command(name="status")
     @cloud.id_option
     @click.option("--wait", "wait_", is_flag=True, help="Wait until it runs and takes SSH.")
-    @click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+    @click.option("--timeout", type=seconds(), metavar="SECONDS",
                   help="How long --wait waits.")  # fmt: skip
     @json_option
     def cmd(instance_id: str, wait_: bool, timeout: float | None) -> None:
@@ -210,7 +212,7 @@ def budget_option(fn: Any) -> Any:
     return click.option(
         "--budget",
         "budget",
-        type=click.FloatRange(min=0, min_open=True),
+        type=usd(),
         metavar="USD",
         help="Cost limit of this job; `runctl resources enforce` acts on it per "
         "costs.budget_action.",
@@ -223,6 +225,7 @@ def train_command(cloud: Cloud) -> click.Command:
     @click.option("--name", help="Job name (default: the script's name).")
     @click.option("--project", help="Project name (default: the project root's name).")
     @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment.")
+    @with_secret_options
     @click.option(
         "--include",
         "includes",

@@ -5,11 +5,32 @@ from __future__ import annotations
 import click
 
 from runctl.cli.output import emit, json_option, progress, runtime, table
+from runctl.cli.params import Number
 from runctl.errors import UsageError
 
-# One round trip tells us what the host can do; printed by `hosts add`.
+# One round trip tells us what the host can do; printed by `hosts add`. The python part
+# names the interpreter and its torch build without importing torch (that takes seconds):
+# jobs whose requirements.txt it already satisfies install nothing.
+_PY_PROBE = r"""
+import os, re, sys
+print("python=" + sys.version.split()[0])
+print("python_path=" + sys.executable)
+kind = "venv" if sys.prefix != getattr(sys, "base_prefix", sys.prefix) else "system"
+print("python_env=" + ("conda" if os.path.isdir(os.path.join(sys.prefix, "conda-meta")) else kind))
+try:
+    import importlib.metadata, importlib.util
+    print("torch=" + importlib.metadata.version("torch"))
+    where = importlib.util.find_spec("torch").submodule_search_locations[0]
+    text = open(os.path.join(where, "version.py")).read()
+    for key in ("cuda", "hip"):
+        found = re.search(r"^%s\b[^=\n]*=\s*['\"]([^'\"]+)" % key, text, re.M)
+        if found:
+            print("torch_%s=%s" % (key, found.group(1)))
+except Exception:
+    pass
+"""
 _PROBE = (
-    'printf "python=%s\\n" "$({py} -c "import sys;print(sys.version.split()[0])" 2>/dev/null)"; '
+    "{py} -c {code} 2>/dev/null; "
     'for t in rsync uv nvidia-smi; do command -v $t >/dev/null 2>&1 && echo "$t=yes" || '
     'echo "$t=no"; done'
 )
@@ -32,7 +53,7 @@ def hosts() -> None:
               help="runctl's directory on the host (relative to the login home).")  # fmt: skip
 @click.option("--python", "python", default="python3", show_default=True,
               help="Interpreter on the host for the agent and .py scripts.")  # fmt: skip
-@click.option("--hourly-usd", type=click.FloatRange(min=0), help="What the host costs per hour.")
+@click.option("--hourly-usd", type=Number(0, 1_000_000), help="What the host costs per hour.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing host of that name.")
 @click.option("--no-check", is_flag=True, help="Do not connect to verify the host.")
 @json_option
@@ -47,11 +68,21 @@ def hosts_add(name: str, destination: str | None, user: str | None, port: int | 
     from runctl.models import Host
     from runctl.providers.ssh import SSHProvider, parse_destination
     from runctl.state.db import now_iso
+    from runctl.transport.ssh import check_word
 
-    if not name.replace("-", "a").replace("_", "a").replace(".", "a").isalnum():
+    if (
+        name.startswith("-")
+        or not name.replace("-", "a").replace("_", "a").replace(".", "a").isalnum()
+    ):
         raise UsageError(f"invalid host name {name!r}", hint="use letters, digits, - _ .")
-    if ".." in remote_dir.split("/") or not remote_dir.strip():
-        raise UsageError(f"invalid --remote-dir {remote_dir!r}")
+    # Each of these reaches ssh, rsync or a remote shell as one word: none may look like an
+    # option or hide whitespace (issue 17: `--user -oProxyCommand=...`).
+    check_word("--remote-dir", remote_dir)
+    check_word("--python", python)
+    if user is not None:
+        check_word("--user", user)
+    if ".." in remote_dir.split("/"):
+        raise UsageError(f"invalid --remote-dir {remote_dir!r}", hint="no '..' components")
     for option in options:
         if "=" not in option:
             raise UsageError(f"invalid ssh option {option!r}", hint="use -o Key=Value")
@@ -72,7 +103,8 @@ def hosts_add(name: str, destination: str | None, user: str | None, port: int | 
         instance = provider._from_host(host)
         transport = provider.connect(instance)
         progress(f"checking {target.destination} ...")
-        probe = _PROBE.replace("{py}", shlex.quote(python))
+        probe = _PROBE.replace("{code}", shlex.quote(_PY_PROBE))
+        probe = probe.replace("{py}", shlex.quote(python))
         done = transport.run(["sh", "-c", probe], timeout=60)
         for line in done.text.splitlines():
             key, _, value = line.partition("=")
@@ -83,17 +115,38 @@ def hosts_add(name: str, destination: str | None, user: str | None, port: int | 
                 hint="install python3 there, or pass --python PATH",
             )
     rt.store.add_host(host, replace=replace)
-    data = {"name": name, "destination": target.destination, "port": target.port, **facts}
+    found: dict[str, str | None] = dict(facts)
+    if facts:  # always present after a check, null when absent: scripts can rely on the keys
+        for key in ("torch", "torch_cuda", "torch_hip"):
+            found.setdefault(key, None)
+    data = {"name": name, "destination": target.destination, "port": target.port, **found}
 
     def text() -> None:
         click.echo(f"added {name} ({target.destination})")
         if facts:
-            tools = ", ".join(f"{k} {v}" for k, v in facts.items())
+            click.echo(f"  {_describe_python(facts)}")
+            tools = ", ".join(f"{k} {facts.get(k, '?')}" for k in ("rsync", "uv", "nvidia-smi"))
             click.echo(f"  {tools}")
             if facts.get("rsync") == "no":
                 progress("  note: no rsync on the host; code sync falls back to tar")
 
     emit(data, text)
+
+
+def _describe_python(facts: dict[str, str]) -> str:
+    """One line: which python `hosts add` found, and its torch build."""
+    where = facts.get("python_path") or "?"
+    line = f"python {facts.get('python')} at {where} ({facts.get('python_env', '?')})"
+    torch = facts.get("torch")
+    if not torch:
+        return f"{line}; no torch"
+    if facts.get("torch_cuda"):
+        build = f"CUDA {facts['torch_cuda']}"
+    elif facts.get("torch_hip"):
+        build = f"ROCm {facts['torch_hip']}"
+    else:
+        build = "CPU-only build"
+    return f"{line}; torch {torch} ({build})"
 
 
 @hosts.command(name="list")
@@ -143,7 +196,20 @@ def hosts_list(show_all: bool) -> None:
 @click.argument("name")
 @json_option
 def hosts_rm(name: str) -> None:
-    """Forget host NAME (nothing on the host is touched)."""
+    """Forget host NAME and close runctl's ssh connection to it (nothing on the host is
+    touched)."""
+    import contextlib
+
+    from runctl.errors import RunctlError
+    from runctl.providers.ssh import SSHProvider
+
     rt = runtime()
+    host = rt.store.get_host(name)
+    if host is not None:
+        # A warm master would otherwise keep a session to the host open for ControlPersist.
+        # An entry stored before validation existed may not connect at all: forget it anyway.
+        provider = SSHProvider(rt)
+        with contextlib.suppress(RunctlError):
+            provider.connect(provider._from_host(host)).close()
     rt.store.remove_host(name)
     emit({"removed": name}, f"removed {name}")

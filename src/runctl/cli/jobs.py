@@ -19,9 +19,11 @@ from runctl.cli.output import (
     runtime,
     table,
 )
+from runctl.cli.params import seconds, usd
 from runctl.cli.recover import check_recoverable, manage, recover_options
+from runctl.cli.secret_options import resolve_secrets, with_secret_options
 from runctl.cli.watchdog_options import policy_from_options, watchdog_options
-from runctl.errors import CommandFailedError, UsageError
+from runctl.errors import CommandFailedError, RunctlError, UsageError
 from runctl.models import Job, JobState
 
 TIMEOUT_EXIT = 124  # like timeout(1): `wait --timeout` ran out, the job still runs
@@ -58,6 +60,8 @@ def job_json(job: Job, **extra: Any) -> dict[str, Any]:
         "workdir": job.workdir,
         "checkpoint_dir": job.checkpoint_dir,
     }
+    if job.spec.get("note"):  # how runctl settled it (a submit killed before it started)
+        data["note"] = job.spec["note"]
     data.update(extra)
     return data
 
@@ -72,7 +76,13 @@ submit_options = [
     click.option("--project", help="Project name (default: the project root's directory name)."),
     click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment."),
     click.option("--include", "includes", multiple=True, metavar="PATTERN",
-                 help="Sync this ignored path too (gitignore syntax; repeatable)."),
+                 help="Sync this ignored path too (gitignore syntax; repeatable); secret "
+                 "paths (.env, .ssh/, *.pem...) go only when a pattern names them."),
+    click.option("--project-root", "project_root", type=click.Path(path_type=Path),
+                 metavar="DIR", help="Sync this directory (default: the nearest one above the "
+                 "script with .git or pyproject.toml; none: the script alone)."),
+    click.option("-y", "--yes", is_flag=True,
+                 help="Sync without asking even above sync.max_files / sync.max_mb."),
     click.option("--exclusive", is_flag=True,
                  help="Refuse to start if this project already runs a job on the host."),
     click.option("--no-resume", is_flag=True,
@@ -82,15 +92,16 @@ submit_options = [
     click.option("--checkpoint-s3", metavar="S3_URI",
                  help="Checkpoint store: restored before start, copied there while the job "
                  "runs and when it ends (needs the AWS CLI on the host: aws.host_cli)."),
-    click.option("--checkpoint-sync-s", type=click.FloatRange(min=0), default=300,
+    click.option("--checkpoint-sync-s", type=seconds(), default=300,
                  show_default=True, help="Seconds between copies to --checkpoint-s3 (0: on "
                  "exit only)."),
     click.option("--install-deps/--no-install-deps", default=None,
-                 help="Install requirements.txt into a venv on the host "
-                 "(default: yes on remote hosts, no locally)."),
-    click.option("--grace", type=float, metavar="SECONDS",
+                 help="Make requirements.txt importable: nothing is installed when the host's "
+                 "python has it all, else only what is missing goes into a venv that sees "
+                 "that python's packages (default: yes on remote hosts, no locally)."),
+    click.option("--grace", type=seconds(), metavar="SECONDS",
                  help="SIGTERM-to-SIGKILL grace period on cancel."),
-    click.option("--budget", "budget", type=click.FloatRange(min=0, min_open=True),
+    click.option("--budget", "budget", type=usd(),
                  metavar="USD", help="Cost limit of this job; `runctl resources enforce` "
                  "acts on it per costs.budget_action."),
     # batch-scheduler placement (Slurm); defaults from the slurm.* config keys
@@ -112,7 +123,7 @@ submit_options = [
 def _with_submit_options(fn: Any) -> Any:
     for option in reversed(submit_options):
         fn = option(fn)
-    return fn
+    return with_secret_options(fn)
 
 
 def _placement(opts: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +139,7 @@ def _submit(
     from runctl.core.targets import resolve_target
 
     rt = runtime()
+    secrets, env_file = resolve_secrets(opts.get("secrets", ()), opts.get("env_file"))
     target = resolve_target(rt, on)
     request = SubmitRequest(
         argv=argv,
@@ -135,6 +147,8 @@ def _submit(
         name=opts.get("name"),
         project=opts.get("project"),
         env=_parse_env(opts.get("env", ())),
+        secrets=secrets,
+        env_file=env_file,
         includes=opts.get("includes", ()),
         exclusive=bool(opts.get("exclusive")),
         resume=not opts.get("no_resume"),
@@ -147,6 +161,9 @@ def _submit(
         ),  # fmt: skip
         budget_usd=opts.get("budget"),
         placement=_placement(opts),
+        project_root=opts.get("project_root"),
+        yes=bool(opts.get("yes")),
+        confirm=_ask if _interactive() else None,
     )
     if opts.get("docker") or opts.get("docker_image"):
         from runctl.cli.docker import docker_request
@@ -172,6 +189,41 @@ def _submit(
             )
         progress(f"started {job.job_id} on {_on(job)} in {result.seconds:.2f}s{sync_note}")
     return job
+
+
+def _interactive() -> bool:
+    return not is_json() and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask(question: str) -> bool:
+    return click.confirm(question, default=False, err=True)
+
+
+dry_run_option = click.option(
+    "--dry-run", is_flag=True,
+    help="List the files the host would receive (paths, sizes); start nothing.",
+)  # fmt: skip
+
+
+def _dry_run(argv: list[str], kind: str, on: str | None, opts: dict[str, Any]) -> None:
+    """--dry-run: print exactly what a submit would sync; records and contacts nothing."""
+    from runctl.core.sync import human_size
+    from runctl.core.sync_scope import plan, scope_of
+    from runctl.core.targets import resolve_target
+
+    rt = runtime()
+    target = resolve_target(rt, on)
+    scope = scope_of(argv, kind, opts.get("project_root"))
+    is_local = target.instance.provider == "local"
+    data = plan(rt, scope, opts.get("includes", ()), is_local=is_local)
+    data["on"] = "local" if is_local else f"{target.instance.provider}:{target.instance.name}"
+
+    def text() -> None:
+        for row in data["files"]:
+            click.echo(f"{human_size(row['size']):>9}  {row['path']}")
+
+    emit(data, text)
+    progress(data.get("summary") or data["note"])
 
 
 def _checkpoint_store(uri: str | None, interval_s: float) -> dict[str, Any] | None:
@@ -241,6 +293,7 @@ _RUN_CONTEXT: dict[str, Any] = {}
 @recover_options
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit with its code.")
+@dry_run_option
 @json_option
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
@@ -251,7 +304,13 @@ def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
     \b
     .py files run with `uv run` when uv is on the host (PEP 723 inline deps honoured),
     else with the host's python; other files are executed directly.
+    The project (nearest directory with .git or pyproject.toml) is synced to the host;
+    a script outside any project is sent alone. Keys, credentials and .env files stay
+    here unless --include names them; --dry-run lists what would be sent.
     """
+    if opts.pop("dry_run"):
+        _dry_run([script, *_split_args(script_args)], "script", on, opts)
+        return
     if opts["recover"]:
         check_recoverable(on)
     job = _submit([script, *_split_args(script_args)], "script", on, opts)
@@ -289,6 +348,7 @@ def local(script: str, script_args: tuple[str, ...], **opts: Any) -> None:
 
 @click.command(name="exec", context_settings=_RUN_CONTEXT)
 @_with_submit_options
+@dry_run_option
 @json_option
 @click.argument("command")
 @click.argument("command_args", nargs=-1, type=click.UNPROCESSED)
@@ -302,6 +362,9 @@ def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: A
         if not command_args:
             raise UsageError("nothing to run", hint="runctl exec --on HOST -- COMMAND [ARGS]")
         command, command_args = command_args[0], command_args[1:]
+    if opts.pop("dry_run"):
+        _dry_run([command, *command_args], "command", on, opts)
+        return
     job = _submit([command, *command_args], "command", on, opts)
     _finish(_follow_to_end(job, cancel_on_interrupt=True))
 
@@ -369,7 +432,14 @@ _SCHEDULER_KEYS = ("slurm_job_id", "slurm_state", "slurm_reason", "restarts", "n
 @json_option
 def status(job_ref: str | None) -> None:
     """Show JOB in detail, or (without JOB) hosts and recent jobs."""
-    from runctl.core.jobs import refresh, refresh_one
+    from runctl.core.jobs import (
+        FINAL_PROBE_S,
+        is_settled,
+        never_started,
+        refresh,
+        refresh_one,
+        settle_submitting,
+    )
 
     rt = runtime()
     if job_ref is None:
@@ -400,15 +470,34 @@ def status(job_ref: str | None) -> None:
 
         emit(data, overview)
         return
-    job = rt.store.get_job(job_ref)
+    job = settle_submitting(rt, rt.store.get_job(job_ref))
     detail: dict[str, Any] = {}
     checkpoints: list[dict[str, Any]] = []
-    if job.state != JobState.SUBMITTING:
+    host_error = None
+    if is_settled(job):
+        # A past job answers from state; its host gets a few seconds to add log size and
+        # checkpoints (a job that never started has nothing there to ask about).
+        if not never_started(job):
+            try:
+                job, detail = refresh_one(rt, job, timeout=FINAL_PROBE_S)
+                checkpoints = _list_checkpoints(job, timeout=FINAL_PROBE_S)
+            except RunctlError as exc:
+                host_error = exc.message
+    elif job.state != JobState.SUBMITTING:
         job, detail = refresh_one(rt, job)
         checkpoints = _list_checkpoints(job)
     data = job_json(job, log_bytes=detail.get("log_bytes"),
                     heartbeat_age_s=detail.get("heartbeat_age_s"),
                     resume_from=detail.get("resume_from"), checkpoints=checkpoints)  # fmt: skip
+    if detail.get("state") == "missing":  # the outcome stays recorded; the files are gone
+        data["job_dir_missing"] = True
+    if host_error:
+        data["host_error"] = host_error
+    # Where the files it wrote into its working directory went when that code version was
+    # removed by a later sync (`get JOB workdir/...` fetches them).
+    moved = detail.get("workdir_outputs") or job.spec.get("workdir_outputs")
+    if moved:
+        data["workdir_outputs"] = moved
     scheduler = {k: detail[k] for k in _SCHEDULER_KEYS if detail.get(k) is not None}
     if scheduler:  # batch-scheduled jobs (Slurm): its id, state, restarts, price
         data["scheduler"] = scheduler
@@ -427,27 +516,34 @@ def status(job_ref: str | None) -> None:
             ("job", job.job_id), ("state", job.state), ("on", _on(job)),
             ("command", " ".join(job.argv)), ("exit code", job.exit_code),
             ("created", job.created_at), ("ended", job.ended_at), ("workdir", job.workdir),
+            ("workdir files", f"{moved} (moved from the removed code version)" if moved else None),
             ("log", f"{job.job_dir}/log ({detail.get('log_bytes', '?')} bytes)"),
             ("resumed from", detail.get("resume_from")),
             ("checkpoints", f"{job.checkpoint_dir} ({len(checkpoints)})"),
         ]  # fmt: skip
+        if data.get("note"):
+            rows.append(("note", data["note"]))
+        if data.get("job_dir_missing"):
+            rows.append(("host", f"{job.job_dir} is gone from the host"))
         for key, value in rows:
             if value not in (None, ""):
                 click.echo(f"{key:>13}: {value}")
         for ck in checkpoints[-5:]:
             click.echo(f"{'':>15}{Path(ck['path']).name}  {ck['bytes']:,} bytes")
+        if host_error:
+            progress(f"warning: {host_error}; showing the recorded state")
 
     emit(data, text)
 
 
-def _list_checkpoints(job: Job) -> list[dict[str, Any]]:
+def _list_checkpoints(job: Job, *, timeout: float | None = 60) -> list[dict[str, Any]]:
     from runctl.core import agent
     from runctl.core.targets import instance_of_job
 
     target = instance_of_job(runtime(), job.provider, job.instance_id)
     transport = target.provider.connect(target.instance)
     found: list[dict[str, Any]] = agent.call_json(
-        target.instance, transport, ["checkpoints", "--dir", job.checkpoint_dir]
+        target.instance, transport, ["checkpoints", "--dir", job.checkpoint_dir], timeout=timeout
     )
     return found
 
@@ -500,8 +596,9 @@ def show_log(
 
 @click.command(name="wait")
 @click.argument("job_ref")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Give up after this long (exit 124); the job keeps running.")  # fmt: skip
+@click.option("--timeout", type=seconds(), metavar="SECONDS",
+              help="Give up after this long (exit 124; 0: check once); the job keeps "
+              "running.")  # fmt: skip
 @json_option
 def wait(job_ref: str, timeout: float | None) -> None:
     """Wait for JOB to end and exit with its exit code (128+N if killed by signal N)."""
@@ -510,7 +607,7 @@ def wait(job_ref: str, timeout: float | None) -> None:
     rt = runtime()
     job = rt.store.get_job(job_ref)
     job, _ = core.wait(rt, job, progress, timeout_s=timeout)
-    if not job.state.is_final and job.state != JobState.LOST:
+    if not core.is_settled(job):
         emit(job_json(job, timed_out=True))
         raise CommandFailedError(
             f"{job.job_id} still {job.state} after {timeout:g}s",
@@ -524,8 +621,9 @@ def wait(job_ref: str, timeout: float | None) -> None:
 
 @click.command()
 @click.argument("job_ref")
-@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Seconds between SIGTERM and SIGKILL (default: jobs.grace_s).")  # fmt: skip
+@click.option("--grace", type=seconds(), metavar="SECONDS",
+              help="Seconds between SIGTERM and SIGKILL (default: the job's --grace, else "
+              "jobs.grace_s).")  # fmt: skip
 @json_option
 def cancel(job_ref: str, grace: float | None) -> None:
     """Cancel JOB: SIGTERM to its process group, then SIGKILL after the grace period."""
@@ -533,7 +631,7 @@ def cancel(job_ref: str, grace: float | None) -> None:
 
     rt = runtime()
     job = rt.store.get_job(job_ref)
-    if job.state.is_final:
+    if job.state.is_final or core.never_started(job):
         progress(f"{job.job_id} already {job.state}")
     else:
         job = core.cancel(rt, job, grace_s=grace)

@@ -14,6 +14,7 @@ import click
 
 from runctl.cli import cloud as common
 from runctl.cli.output import emit, json_option, progress, runtime, table
+from runctl.cli.params import seconds
 from runctl.errors import NotSupportedError
 from runctl.models import Instance
 from runctl.providers.base import Provider
@@ -40,7 +41,7 @@ def lyceum() -> None:
               "lyceum.max_duration; none if empty.")  # fmt: skip
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True,
               help="Wait until the VM takes SSH.")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=seconds(), metavar="SECONDS",
               help="How long --wait waits (default: lyceum.wait_timeout_s).")  # fmt: skip
 @json_option
 def lyceum_create(profile: str | None, gpu_count: str, spot: bool, name: str | None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress
+from runctl.cli.params import seconds
 from runctl.errors import UsageError
 
 
@@ -32,8 +33,8 @@ def _tail_lines(path: Path, count: int) -> tuple[str, int]:
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep watching both until Ctrl-C.")
 @click.option("-n", "--lines", default=20, show_default=True, type=click.IntRange(min=0))
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05))
-@click.option("--wait-s", default=60.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--interval", default=1.0, show_default=True, type=seconds(0.05))
+@click.option("--wait-s", default=60.0, show_default=True, type=seconds())
 @json_option
 def monitor(log: Path | None, checkpoint: Path | None, follow: bool, lines: int,
             interval: float, wait_s: float) -> None:  # fmt: skip

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.output import emit, get_ctx, is_json, json_option, progress, runtime
+from runctl.cli.params import seconds
 from runctl.errors import CommandFailedError, RunctlError
 
 if TYPE_CHECKING:
@@ -30,9 +31,9 @@ DAEMON_START_S = 10.0
 @click.option("--policy", type=click.Choice(["same", "on-demand", "other-az", "other-region"]),
               help="The replacement machine (default: the job's setting, else same).")  # fmt: skip
 @click.option("--regions", metavar="R1,R2", help="Regions for --policy other-region.")
-@click.option("--poll", "poll_s", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--poll", "poll_s", type=seconds(0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How often the job and machine are checked.")  # fmt: skip
-@click.option("--unreachable-timeout", type=click.FloatRange(min=0), default=120.0,
+@click.option("--unreachable-timeout", type=seconds(), default=120.0,
               show_default=True, metavar="SECONDS",
               help="A machine that runs but does not answer this long is replaced.")  # fmt: skip
 @click.option("-f", "--follow", is_flag=True, help="Stream the job's log (foreground only).")
@@ -115,10 +116,11 @@ def _start_daemon(
     """Start the controller detached (its own session); return its pid and log once it holds
     the job's lock."""
     from runctl.core import recover as core
+    from runctl.perms import private_dir
 
     core.refuse_if_managed(rt, root.job_id)
     log = rt.home / "recover" / f"{root.job_id}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log.parent)
     argv = [sys.executable, "-m", "runctl"]
     config_path = get_ctx().config_path
     if config_path:

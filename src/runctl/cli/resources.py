@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.output import duration, emit, is_json, json_option, progress, runtime, table
+from runctl.cli.params import seconds
 from runctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def _show_rows(items: list[dict[str, Any]]) -> None:
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="cost", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N rows.")
 @click.option("-w", "--watch", is_flag=True, help="Re-render every --interval seconds.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--interval", type=seconds(0.1), default=5.0, show_default=True)
 @click.option(
     "--iterations",
     type=click.IntRange(min=0),

@@ -23,6 +23,7 @@ from runctl.cli.output import (
     runtime,
     table,
 )
+from runctl.cli.params import seconds
 from runctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def stop_all(platforms: tuple[str, ...], dry_run: bool, yes: bool) -> None:
 @click.option(
     "--every",
     "every_s",
-    type=click.FloatRange(min=0.1),
+    type=seconds(0.1),
     metavar="SECONDS",
     help="Keep checking, every SECONDS, until Ctrl-C (--json: one line a round).",
 )

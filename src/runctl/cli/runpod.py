@@ -10,6 +10,7 @@ import click
 
 from runctl.cli import cloud as common
 from runctl.cli.output import emit, json_option, progress, runtime, table
+from runctl.cli.params import seconds, usd
 from runctl.errors import UsageError
 
 CLOUD = common.Cloud(name="runpod", noun="pod", id_flag="--pod-id")
@@ -32,11 +33,11 @@ def runpod() -> None:
               help="RunPod cloud (default: runpod.cloud).")  # fmt: skip
 @click.option("--name", help="Name stem; the pod is named runctl-<stem>-<random>.")
 @click.option("--spot", is_flag=True, help="Interruptible pod (GraphQL bid; may be reclaimed).")
-@click.option("--bid", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+@click.option("--bid", type=usd(), metavar="USD",
               help="Spot bid per GPU-hour (default: the current minimum).")  # fmt: skip
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True,
               help="Wait until the pod takes SSH.")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=seconds(), metavar="SECONDS",
               help="How long --wait waits (default: runpod.wait_timeout_s).")  # fmt: skip
 @json_option
 def runpod_create(gpu: str | None, gpu_count: int, image: str | None, disk_gb: int | None,
@@ -125,11 +126,11 @@ def runpod_stop(instance_id: str, force: bool) -> None:
 
 @runpod.command(name="resume")
 @CLOUD.id_option
-@click.option("--bid", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+@click.option("--bid", type=usd(), metavar="USD",
               help="Spot pods: bid per GPU-hour (default: the current minimum).")  # fmt: skip
 @click.option("--wait/--no-wait", "wait_", default=True, show_default=True,
               help="Wait until the pod takes SSH.")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS")
+@click.option("--timeout", type=seconds(), metavar="SECONDS")
 @json_option
 def runpod_resume(instance_id: str, bid: float | None, wait_: bool, timeout: float | None) -> None:
     """Resume a stopped pod (spot pods re-bid). Warns if it came back without GPUs."""

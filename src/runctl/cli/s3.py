@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
+from runctl.cli.params import seconds
 from runctl.errors import ConfigError, RunctlError, UsageError
+from runctl.perms import private_dir
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgressBar
@@ -54,7 +56,7 @@ def open_storage(concurrency: int | None = None) -> S3Storage:
     bar = RichProgress() if sys.stderr.isatty() and not is_json() else None
     return S3Storage(
         settings,
-        state_dir=rt.home / "transfers",
+        state_dir=private_dir(rt.home / "transfers"),
         progress=bar,
         warn=lambda message: progress(f"warning: {message}"),
     )
@@ -295,11 +297,13 @@ def s3_list(location: str, recursive: bool, human: bool) -> None:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool) -> None:
-    """Delete all but the newest checkpoints under S3URI.
+    """Delete all but the newest complete checkpoints under S3URI, whole.
 
-    Only checkpoint files count (.pt .pth .ckpt .safetensors), ordered by the step or epoch
-    number in their name, then by time; files named like best/final/model are never
-    deleted, nor is anything else.
+    Checkpoints are files (.pt .pth .ckpt .safetensors .bin) and framework directories (HF
+    checkpoint-N/, Accelerate, DCP, DeepSpeed, Orbax), ordered by step or epoch, then time;
+    a directory goes with all its objects, a file with its sidecar JSON. Never deleted: the
+    newest complete checkpoint, last*/best*/final*, files without a step or epoch (an
+    exported model.pt), or anything else. --dry-run lists exactly what --yes deletes.
     """
     from runctl.storage.s3 import parse_uri
 
@@ -312,7 +316,7 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
     data: dict[str, Any] = {
         "path": str(uri), "total_checkpoints": len(plan.keep) + len(plan.delete),
         "kept": [o.key for o in plan.keep], "deleted": doomed, "bytes_freed": freed,
-        "dry_run": dry_run,
+        "objects": len(plan.delete_keys), "dry_run": dry_run,
     }  # fmt: skip
     if doomed and not dry_run:
         if not is_json():
@@ -323,7 +327,13 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
             raise RunctlError(
                 "cleanup cancelled: nothing deleted", hint="pass --yes to skip asking"
             )
-        data["deleted"], data["failed"] = storage.delete_keys(uri.bucket, doomed)
+        removed, data["failed"] = storage.delete_keys(uri.bucket, plan.delete_keys)
+        gone = set(removed)
+        data["deleted"] = [
+            o.key for o in plan.delete
+            if o.key in gone or (o.key.endswith("/") and not any(
+                k.startswith(o.key) and k not in gone for k in plan.delete_keys))
+        ]  # fmt: skip
 
     def text() -> None:
         if dry_run:
@@ -343,7 +353,7 @@ def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool)
 
 @s3.command(name="watch")
 @click.argument("location", metavar="S3URI")
-@click.option("--interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--interval", type=seconds(), default=30.0, show_default=True,
               help="Seconds between polls.")  # fmt: skip
 @click.option("--max-polls", type=click.IntRange(min=1), help="Stop after N polls.")
 @json_option

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from runctl.cli.output import emit, is_json, json_option, runtime
+from runctl.cli.params import seconds
 
 
 @click.command()
-@click.option("--interval", "interval_s", type=click.FloatRange(min=0.5), default=5.0,
+@click.option("--interval", "interval_s", type=seconds(0.5), default=5.0,
               show_default=True, help="Seconds between refreshes from hosts.")  # fmt: skip
 @json_option
 def top(interval_s: float) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from runctl.cli.params import Number
+
 if TYPE_CHECKING:
     from runctl.core.watchdog import WatchdogPolicy
 
@@ -23,7 +25,7 @@ _OPTIONS = [
                  "closed: 90m, 2h, 3600."),
     click.option("--idle-timeout", metavar="DURATION",
                  help="... after this long without a running job (see --idle-gpu-util)."),
-    click.option("--idle-gpu-util", type=click.FloatRange(0, 100), metavar="PCT",
+    click.option("--idle-gpu-util", type=Number(0, 100), metavar="PCT",
                  help="With --idle-timeout: idle also while every GPU is below PCT% busy."),
     click.option("--lost-controller-timeout", metavar="DURATION",
                  help="... after this long without contact from runctl (status, logs)."),

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from runctl.cli.output import duration, emit, is_json, json_option, progress, runtime
+from runctl.cli.params import seconds, usd
+from runctl.cli.secret_options import resolve_secrets, with_secret_options
 from runctl.cli.watchdog_options import policy_from_options, watchdog_options
 from runctl.errors import CommandFailedError, NotFoundError, UsageError
 
@@ -45,11 +47,14 @@ _OPTIONS = [
     click.option("--checkpoint-s3", metavar="S3_URI",
                  help="Checkpoint store: restored before start, copied while the job runs and "
                  "when it ends (also on a spot notice). Needs the AWS CLI on the host."),
-    click.option("--checkpoint-sync-s", type=click.FloatRange(min=0), default=300,
+    click.option("--checkpoint-sync-s", type=seconds(), default=300,
                  show_default=True, help="Seconds between copies to --checkpoint-s3."),
-    click.option("--budget", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+    click.option("--budget", type=usd(), metavar="USD",
                  help="Cost limit: no restart once the machines cost this much; a machine "
                  "created here stops itself when it alone reaches it."),
+    click.option("--allow-concurrent", is_flag=True,
+                 help="On an existing instance (--on aws:ID): start even if another job "
+                 "runs there (refused by default, as by `aws train`)."),
     click.option("--name", help="Job name (default: the script's name)."),
     click.option("--project", help="Project name (default: the project root's name)."),
     click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Extra environment."),
@@ -57,7 +62,7 @@ _OPTIONS = [
                  help="Sync this ignored path too (gitignore syntax; repeatable)."),
     click.option("--install-deps/--no-install-deps", default=None,
                  help="Install requirements.txt on the host (default: yes on remote hosts)."),
-    click.option("--grace", type=float, metavar="SECONDS", help="SIGTERM-to-SIGKILL grace."),
+    click.option("--grace", type=seconds(), metavar="SECONDS", help="SIGTERM-to-SIGKILL grace."),
     click.option("--keep", is_flag=True,
                  help="Keep the machines created (no terminate at the end or on failure)."),
     click.option("-y", "--yes", is_flag=True,
@@ -65,16 +70,22 @@ _OPTIONS = [
                  "is unavailable."),
     click.option("--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
                  help="Where the job's outputs/ is copied (default ./runctl-outputs/JOB)."),
-    click.option("--poll", "poll_s", type=click.FloatRange(min=0.1), default=2.0,
+    click.option("--poll", "poll_s", type=seconds(0.1), default=2.0,
                  show_default=True, metavar="SECONDS",
                  help="How often the log and the machine are checked."),
 ]  # fmt: skip
 
 
+def _existing_cloud_machine(on: str) -> bool:
+    """--on aws:ID: an instance that may already be training (like `aws train`)."""
+    kind, _, rest = on.partition(":")
+    return kind == "aws" and bool(rest)
+
+
 def _with_options(fn: Any) -> Any:
     for option in reversed(_OPTIONS):
         fn = option(fn)
-    return fn
+    return with_secret_options(fn)
 
 
 @workflow.command(name="train", context_settings=_RUN_CONTEXT)
@@ -108,15 +119,18 @@ def workflow_train(script: str, script_args: tuple[str, ...], **opts: Any) -> No
             f"script not found: {script}", hint="give a path relative to the current directory"
         )
     rt = runtime()
+    secrets, env_file = resolve_secrets(opts["secrets"], opts["env_file"])
     on = (opts["on"] or str(rt.config.get("defaults.on")) or "local").strip()
     policy = policy_from_options(**opts)
     request = WorkflowRequest(
         submit=SubmitRequest(
             argv=[script, *_split_args(script_args)], name=opts["name"],
             project=opts["project"], env=_parse_env(opts["env"]), includes=opts["includes"],
+            secrets=secrets, env_file=env_file,
             install_requirements=opts["install_deps"], grace_s=opts["grace"],
             checkpoint_store=_checkpoint_store(opts["checkpoint_s3"], opts["checkpoint_sync_s"]),
-            budget_usd=opts["budget"],
+            budget_usd=opts["budget"], yes=opts["yes"],  # a big code sync asks nothing either
+            exclusive_machine=_existing_cloud_machine(on) and not opts["allow_concurrent"],
         ),
         on=on, launch=_launch_options(on, opts), recover=opts["recover"],
         max_restarts=opts["max_restarts"], policy=opts["recover_policy"],

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from runctl.errors import TransportError
+from runctl.errors import FileSystemError, RunctlError, TransportError
 from runctl.models import Completed, Instance
 from runctl.transport.base import Transport
 from runctl.transport.local import LocalTransport
@@ -39,7 +40,8 @@ def is_agent_missing(done: Completed) -> bool:
 
 def upload_agent(instance: Instance, transport: Transport) -> None:
     path = agent_path(instance, transport)
-    script = 'mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && mv "$1.tmp.$$" "$1"'
+    # umask 077: the first thing runctl creates on a host is its base dir, private (0700).
+    script = 'umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && mv "$1.tmp.$$" "$1"'
     done = transport.run(["sh", "-c", script, "sh", path], input=agent_source(), timeout=60)
     if done.returncode != 0:
         raise TransportError(
@@ -68,7 +70,15 @@ def call(
             hint="install python3 on the host or set its interpreter with `runctl hosts add "
             "--python PATH`",
         )
+    _relay_notices(instance, done.stderr)
     return done
+
+
+def _relay_notices(instance: Instance, stderr: bytes) -> None:
+    """Show the agent's one-line notices (a runctl dir it made private) on our stderr."""
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.startswith("runctl: ") and "open to other users" in line:
+            sys.stderr.write(f"runctl: {instance.name}: {line[len('runctl: ') :]}\n")
 
 
 def call_json(
@@ -93,8 +103,40 @@ def call_json(
 
 
 def _err(done: Completed) -> str:
+    return summary(done)
+
+
+# OS failures worth naming over the last line of a traceback (which may be only `^^^^`).
+_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+           "Permission denied", "Too many levels of symbolic links")  # fmt: skip
+
+
+def summary(done: Completed) -> str:
+    """One line saying why an agent call failed: a named OS cause, else the last real line."""
     text = (done.stderr or done.stdout).decode(errors="replace").strip()
-    return text.splitlines()[-1] if text else f"exit code {done.returncode}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("^~ ")]
+    for cause in _CAUSES:
+        hit = next((ln for ln in reversed(lines) if cause in ln), None)
+        if hit is not None:
+            return hit
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
+def host_failure(done: Completed, host: str, doing: str) -> RunctlError:
+    """The typed error for a failed agent call: a full or read-only disk on the host is a
+    filesystem error (exit 11) with its cause; anything else a transport error."""
+    line = summary(done)
+    if "No space left on device" in line or "Disk quota exceeded" in line:
+        return FileSystemError(
+            f"{doing} on {host}: no space left on device ({line[-200:]})",
+            hint=f"free space on {host} (e.g. `runctl jobs prune`) and retry",
+        )
+    if "Read-only file system" in line or "Permission denied" in line:
+        return FileSystemError(
+            f"{doing} on {host}: {line[-200:]}",
+            hint=f"check that runctl's directory on {host} is writable",
+        )
+    return TransportError(f"{doing} on {host}: {line[-300:]}")
 
 
 def local_agent_file() -> Path:

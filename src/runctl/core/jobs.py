@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 import secrets
-import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from runctl.core import agent, multinode, sync
-from runctl.core.sync_select import find_project_root
+from runctl.core import agent, logcache, multinode, secret_env, sync, sync_scope
+from runctl.core.reconcile_jobs import submitter
 from runctl.core.targets import Target, instance_of_job
 from runctl.errors import (
+    AuthError,
     ConflictError,
     NotFoundError,
     RunctlError,
@@ -59,8 +60,13 @@ class SubmitRequest:
     name: str | None = None
     project: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # name -> value, delivered to the job's environment and never recorded (core.secret_env)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    env_file: str | None = None  # --env-file (its values are in ``secrets``); for restarts
     includes: Sequence[str] = ()
     exclusive: bool = False
+    # refuse when any job runs on the machine (cloud `train`; --allow-concurrent lifts it)
+    exclusive_machine: bool = False
     resume: bool = True
     resume_from: str | None = None
     checkpoint_dir: str | None = None
@@ -70,7 +76,12 @@ class SubmitRequest:
     # argv lists the agent runs on the host before / after the command, output in the log
     pre_commands: Sequence[Sequence[str]] = ()
     post_commands: Sequence[Sequence[str]] = ()
-    project_root: Path | None = None  # for commands: the tree to sync (default: from cwd)
+    # --project-root: the tree to sync (default: found from the script, or for commands
+    # from ``cwd``; see core.sync_scope)
+    project_root: Path | None = None
+    cwd: Path | None = None  # commands: where the project search starts (default: here)
+    yes: bool = False  # --yes: send a tree above sync.max_files / sync.max_mb without asking
+    confirm: Callable[[str], bool] | None = None  # asks the user a y/N question (a terminal)
     # {"down": argv, "up": argv, "interval_s": s}: restore before start, copy while running
     checkpoint_store: dict[str, Any] | None = None
     budget_usd: float | None = None  # cost limit, enforced by core.budget (not by the agent)
@@ -90,34 +101,6 @@ class Submitted:
     seconds: float
 
 
-def _project_root(request: SubmitRequest) -> tuple[Path, list[str]]:
-    """The local project root and the argv as the host will see it (script made relative)."""
-    argv = list(request.argv)
-    if not argv or not argv[0]:
-        raise UsageError("nothing to run", hint="give a script: runctl run train.py -- --epochs 3")
-    if request.kind == "command":
-        if request.project_root is not None:
-            return request.project_root, argv
-        return find_project_root(Path.cwd() / "__runctl_exec__"), argv
-    script = Path(argv[0])
-    if "\0" in argv[0]:
-        raise UsageError("script path contains a NUL byte")
-    if not script.is_file():
-        raise NotFoundError(
-            f"script not found: {argv[0]}",
-            hint="give a path to a file, relative to the current directory",
-        )
-    root = find_project_root(script)
-    try:
-        rel = script.resolve().relative_to(root)
-    except ValueError:
-        raise UsageError(
-            f"{argv[0]} is outside the project root {root}",
-            hint="run from inside the project, or add a marker file (pyproject.toml) above it",
-        ) from None
-    return root, [rel.as_posix(), *argv[1:]]
-
-
 def new_job_id(name: str) -> str:
     return f"{name}-{secrets.token_hex(3)}"
 
@@ -127,13 +110,21 @@ def submit(
 ) -> Submitted:
     """Start a job on ``target``. Records it first; raises RunctlError subclasses on failure."""
     started = time.monotonic()
-    root, argv = _project_root(request)
+    scope = sync_scope.scope_of(request.argv, request.kind, request.project_root, request.cwd)
+    root, argv = scope.root, scope.argv
     cfg = runtime.config
+    recorded_env, delivered = _secrets_of(request, cfg.get("jobs.secrets"))
+    request = replace(request, secrets=delivered)  # what _start sends to the agent
     project = slug(request.project or cfg.get("defaults.project") or root.name, "project")
     name = slug(request.name or PurePosixPath(argv[0]).stem, "job")
     job_id = new_job_id(name)
     instance = target.instance
     transport = target.provider.connect(instance)
+    if delivered and getattr(transport, "records_input", False):
+        raise UsageError(
+            f"secrets cannot go to {instance.name} over SSM: SSM records what a command is sent",
+            hint="reach the instance over SSH (--transport ssh, or aws.transport = ssh)",
+        )
     is_local = isinstance(transport, LocalTransport)
     base = instance.remote_dir
     job_dir = f"{base}/jobs/{job_id}"
@@ -158,7 +149,7 @@ def submit(
         project=project,
         argv=tuple(argv),
         kind=request.kind,
-        env=dict(request.env),
+        env=recorded_env,
         workdir=workdir,
         checkpoint_dir=checkpoint_dir,
         output_dir=f"{job_dir}/outputs",
@@ -177,9 +168,16 @@ def submit(
         spec["docker"] = dict(request.docker)
         spec["install_requirements"] = False
     spec["local_root"] = str(root)
+    spec["sync_scope"] = scope.mode  # a restart finds the same files (resubmit)
+    if request.includes:
+        spec["includes"] = list(request.includes)
+    if delivered:  # names only: a restart reads the values again (secret_env.for_restart)
+        spec["secrets"] = sorted(delivered)
+    if request.env_file:
+        spec["env_file"] = request.env_file
     spec.update(request.spec_extra)
     # Who is submitting: `reconcile` tells a submit in flight from one whose CLI was killed.
-    spec["submitted_by"] = {"pid": os.getpid(), "host": socket.gethostname()}
+    spec["submitted_by"] = submitter()
     if request.budget_usd is not None:
         spec["budget_usd"] = request.budget_usd
     if request.placement:
@@ -189,6 +187,11 @@ def submit(
                 hint="use it with --on slurm:CLUSTER (on SSH hosts: --on ssh:HOST1,HOST2)",
             )
         spec["placement"] = dict(request.placement)
+    tree = None
+    if code_dir and request.sync:
+        # Before the job exists: a sync refused at the size question leaves nothing behind.
+        tree = sync_scope.scan(runtime, scope, request.includes, instance, code_dir, progress,
+                               yes=request.yes, confirm=request.confirm)  # fmt: skip
     job = Job(
         job_id=job_id,
         name=name,
@@ -206,16 +209,21 @@ def submit(
     runtime.store.insert_job(job)
     try:
         if multinode.node_hosts(instance):  # an SSH host group: one agent per host
-            stats, answer = multinode.start_group(runtime, instance, request, spec, root,
+            stats, answer = multinode.start_group(runtime, instance, request, spec, tree,
                                                   code_dir, progress, _start)  # fmt: skip
             runtime.store.update_job(job_id, spec=spec)
         else:
-            stats, answer = _start(runtime, instance, transport, request, spec, root, code_dir,
+            stats, answer = _start(runtime, instance, transport, request, spec, tree, code_dir,
                                    progress)  # fmt: skip
+    except ConflictError:
+        # Refused before anything started (--exclusive, a busy machine): no job to show.
+        runtime.store.delete_jobs([job_id])
+        raise
     except BaseException as exc:
         runtime.store.update_job(job_id, state=JobState.FAILED, ended_at=now_iso())
         runtime.store.add_event("job.submit_failed", job_id, {"error": str(exc)})
         raise
+    cancelled = runtime.store.get_job(job_id).state == JobState.CANCELLED
     runtime.store.update_job(
         job_id,
         state=JobState.RUNNING,
@@ -224,7 +232,32 @@ def submit(
         workdir=answer.get("workdir", workdir),
         pid=answer.get("agent_pid"),
     )
+    if cancelled:  # `cancel` ran while we were submitting: carry it out now that it runs
+        cancel(runtime, runtime.store.get_job(job_id))
     return Submitted(runtime.store.get_job(job_id), stats, time.monotonic() - started)
+
+
+def _secrets_of(
+    request: SubmitRequest, config_names: Sequence[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(the env to record, with ``***`` for secrets; the secret values to deliver).
+
+    Secret-looking ``--env`` values become secrets; names in the ``jobs.secrets`` config are
+    read from this environment (UsageError if one is unset), before anything is recorded.
+    """
+    plain, delivered = secret_env.split_env(request.env)
+    delivered.update(request.secrets)
+    wanted = [n for n in config_names if n not in delivered and n not in plain]
+    delivered.update(secret_env.from_environment(wanted, os.environ, origin="config jobs.secrets"))
+    for name in delivered:
+        plain.pop(name, None)
+    return {**plain, **dict.fromkeys(delivered, secret_env.MASK)}, delivered
+
+
+def _payload(spec: dict[str, Any], secrets: dict[str, str]) -> bytes:
+    """The `agent start` request: the spec, plus the secret values (stdin only; the agent
+    keeps them out of job.json)."""
+    return json.dumps({**spec, "secret_env": secrets} if secrets else spec).encode()
 
 
 def _start(
@@ -233,25 +266,24 @@ def _start(
     transport: Transport,
     request: SubmitRequest,
     spec: dict[str, Any],
-    root: Path,
+    tree: sync.LocalTree | None,
     code_dir: str,
     progress: Progress,
 ) -> tuple[SyncStats | None, dict[str, Any]]:
+    """Sync ``tree`` (None: no sync) into ``code_dir`` if needed and start the job."""
     stats: SyncStats | None = None
     args = ["start", "--base", instance.remote_dir]
     if request.exclusive:
         args.append("--exclusive")
-    tree = None
-    if code_dir and request.sync:
-        scan_started = time.monotonic()
-        tree = sync.scan_tree(runtime, root, request.includes)
+    if request.exclusive_machine:
+        args.append("--exclusive-machine")
+    if tree is not None:
         args += ["--expect-manifest", tree.manifest.digest, "--code-dir", code_dir]
         if not sync.is_known_synced(runtime, instance, code_dir, tree):
             stats = sync.push_tree(runtime, instance, transport, tree, code_dir, progress)
         else:
-            stats = SyncStats(len(tree.manifest.files), 0, 0, 0, True,
-                              time.monotonic() - scan_started)  # fmt: skip
-    payload = json.dumps(spec).encode()
+            stats = SyncStats(len(tree.manifest.files), 0, 0, 0, True, 0.0)
+    payload = _payload(spec, request.secrets)
     done = _start_job(runtime, instance, transport, args, payload)
     if done.returncode == EXIT_STALE and tree is not None:
         # The host's copy changed behind our back (another machine, a wiped dir): full sync.
@@ -260,13 +292,18 @@ def _start(
         done = _start_job(runtime, instance, transport, args, payload)
     if done.returncode == EXIT_BUSY:
         other = json.loads(done.stdout).get("job_id", "?")
+        if request.exclusive_machine:
+            raise ConflictError(
+                f"{instance.name} is busy: job {other} is running there",
+                hint=f"wait for it (`runctl wait {other}`), cancel it, or pass "
+                "--allow-concurrent to run both",
+            )
         raise ConflictError(
             f"project {spec['project']!r} already has a running job on {instance.name}: {other}",
             hint=f"wait for it (`runctl wait {other}`), cancel it, or drop --exclusive",
         )
     if done.returncode != 0:
-        detail = (done.stdout or done.stderr).decode(errors="replace").strip()[-300:]
-        raise TransportError(f"the agent could not start the job on {instance.name}: {detail}")
+        raise agent.host_failure(done, instance.name, "the agent could not start the job")
     answer: dict[str, Any] = json.loads(done.stdout)
     return stats, answer
 
@@ -318,16 +355,28 @@ def resubmit(
         argv[0] = str(script)
     if resume_arg and resume_from:
         argv += ["--resume", resume_from]
+    try:  # the values were never stored: read them again here
+        secrets = secret_env.for_restart(spec, os.environ)
+    except RunctlError as exc:
+        runtime.store.add_event("job.restart_failed", old.job_id, {"error": exc.message})
+        raise UsageError(f"cannot restart {old.job_id}: {exc.message}", hint=exc.hint) from None
     request = SubmitRequest(
         argv=argv,
         kind=kind,
         name=old.name,
         project=old.project,
-        env=dict(spec.get("env") or {}),
+        env={k: v for k, v in (spec.get("env") or {}).items() if k not in secrets},
+        secrets=secrets,
+        env_file=spec.get("env_file"),
         resume_from=resume_from,
         checkpoint_dir=old.checkpoint_dir,
         grace_s=spec.get("grace_s"),
-        project_root=root,
+        # The same files as the first run: an explicit --project-root again, else found again
+        # from the script (or the directory a command ran from).
+        project_root=root if spec.get("sync_scope") == "explicit" else None,
+        cwd=root,
+        includes=spec.get("includes") or (),
+        yes=True,  # the first submit settled the size question; a restart cannot ask
         checkpoint_store=spec.get("checkpoint_store"),
         pre_commands=spec.get("pre_commands") or (),
         post_commands=spec.get("post_commands") or (),
@@ -342,12 +391,57 @@ def resubmit(
 
 # ----------------------------------------------------------------------------- refresh
 
+# How long the host of a job in a final state gets to answer (status, logs) before runctl
+# answers from what it recorded: a dead host must not hold up a question about a past job.
+FINAL_PROBE_S = 3.0
+# ssh failures that no retry can fix: report them at once instead of reconnecting for minutes.
+_AUTH_FAILURES = (
+    "Permission denied",
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "Too many authentication failures",
+    "No supported authentication methods",
+)
+_AGENT_STATES = {"starting": JobState.RUNNING, "setup": JobState.SETUP, "missing": JobState.LOST,
+                 "unknown": JobState.LOST, "pending": JobState.SETUP}  # fmt: skip
+
+
+def is_settled(job: Job) -> bool:
+    """Final, or lost: hosts are not polled for it again (only `status`/`reconcile` may find a
+    lost job alive)."""
+    return job.state.is_final or job.state == JobState.LOST
+
+
+def never_started(job: Job) -> bool:
+    """Settled without the agent ever starting it: its submit failed, was killed or cancelled."""
+    return is_settled(job) and job.started_at is None
+
+
+def check_auth(exc: RunctlError) -> None:
+    """Raise an AuthError for an ssh failure that retrying cannot fix (keys, host keys)."""
+    if any(marker in exc.message for marker in _AUTH_FAILURES):
+        raise AuthError(exc.message, hint=exc.hint or "fix the key or host key; see `ssh -v`")
+
 
 def _apply_status(runtime: Runtime, job: Job, status: dict[str, Any]) -> Job:
-    raw = status.get("state", "unknown")
-    mapping = {"starting": JobState.RUNNING, "setup": JobState.SETUP, "missing": JobState.LOST,
-               "unknown": JobState.LOST, "pending": JobState.SETUP}  # fmt: skip
-    state = mapping.get(raw) or JobState(raw)
+    raw = str(status.get("state", "unknown"))
+    if job.state.is_final:
+        # A recorded outcome stays: a later look that cannot find the job (its directory
+        # wiped, the host rebuilt) says nothing about how it ended. Only gaps are filled.
+        gaps: dict[str, Any] = {}
+        if raw == str(job.state):
+            if job.exit_code is None and status.get("exit_code") is not None:
+                gaps["exit_code"] = int(status["exit_code"])
+            if not job.ended_at and status.get("ended_at"):
+                gaps["ended_at"] = status["ended_at"]
+        if gaps:
+            runtime.store.update_job(job.job_id, **gaps)
+            return runtime.store.get_job(job.job_id)
+        return job
+    known = {str(s) for s in JobState}
+    state = _AGENT_STATES.get(raw) or (JobState(raw) if raw in known else JobState.LOST)
+    if job.state == JobState.LOST and state == JobState.LOST:
+        return job  # still nothing alive there: lost stays as recorded
     fields: dict[str, Any] = {}
     if state != job.state:
         fields["state"] = state
@@ -357,20 +451,29 @@ def _apply_status(runtime: Runtime, job: Job, status: dict[str, Any]) -> Job:
         fields["ended_at"] = status["ended_at"]
     if fields:
         runtime.store.update_job(job.job_id, **fields)
+        if job.state == JobState.LOST:  # the host proved it alive (or ended) after all
+            runtime.store.add_event("job.found", job.job_id, {"state": str(state)})
         return runtime.store.get_job(job.job_id)
     return job
 
 
 def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str, str]]:
-    """Ask each host about its unfinished jobs (hosts in parallel).
+    """Ask each host about its unsettled jobs (hosts in parallel).
 
-    Returns the refreshed jobs and, per unreachable host, the reason; their jobs keep the state
-    last seen.
+    Final and lost jobs are not asked about again. A ``submitting`` job whose submitting CLI
+    is gone is settled from what its host knows: recorded as started (with the agent's
+    state) if the agent has it, else lost with a note. Returns the refreshed jobs and, per
+    unreachable host, the reason; their jobs keep the state last seen.
     """
+    from runctl.core.reconcile_jobs import is_submit_in_flight, settle_submit
+
     groups: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
-        if not job.state.is_final and job.state != JobState.SUBMITTING:
-            groups.setdefault((job.provider, job.instance_id), []).append(job)
+        if is_settled(job):
+            continue
+        if job.state == JobState.SUBMITTING and is_submit_in_flight(job):
+            continue  # its CLI records how the submit went
+        groups.setdefault((job.provider, job.instance_id), []).append(job)
     updated: dict[str, Job] = {}
     errors: dict[str, str] = {}
 
@@ -405,24 +508,58 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
                 errors[f"{key[0]}:{key[1]}"] = answer
                 continue
             for job in groups[key]:
-                if job.job_id in answer:
-                    updated[job.job_id] = _apply_status(runtime, job, answer[job.job_id])
+                status = answer.get(job.job_id)
+                if job.state == JobState.SUBMITTING:
+                    updated[job.job_id] = settle_submit(runtime, job, status)
+                elif status is not None:
+                    updated[job.job_id] = _apply_status(runtime, job, status)
     return [updated.get(j.job_id, j) for j in jobs], errors
 
 
-def refresh_one(runtime: Runtime, job: Job) -> tuple[Job, dict[str, Any]]:
+def refresh_one(
+    runtime: Runtime, job: Job, *, timeout: float | None = 60
+) -> tuple[Job, dict[str, Any]]:
     """Refresh one job and return it with the agent's full status (log size, heartbeat...)."""
-    return refresh_on(runtime, job, instance_of_job(runtime, job.provider, job.instance_id))
+    target = instance_of_job(runtime, job.provider, job.instance_id)
+    return refresh_on(runtime, job, target, timeout=timeout)
 
 
-def refresh_on(runtime: Runtime, job: Job, target: Target) -> tuple[Job, dict[str, Any]]:
+def refresh_on(
+    runtime: Runtime, job: Job, target: Target, *, timeout: float | None = 60
+) -> tuple[Job, dict[str, Any]]:
     """``refresh_one`` on a target already looked up (no second provider call)."""
     transport = target.provider.connect(target.instance)
     answer = agent.call_json(
-        target.instance, transport, ["status", "--base", target.instance.remote_dir, job.job_id]
+        target.instance,
+        transport,
+        ["status", "--base", target.instance.remote_dir, job.job_id],
+        timeout=timeout,
     )
     status: dict[str, Any] = answer.get(job.job_id, {"state": "missing"})
     return _apply_status(runtime, job, status), status
+
+
+def settle_submitting(runtime: Runtime, job: Job) -> Job:
+    """A ``submitting`` job as it stands now: settled from its host if its CLI is gone."""
+    if job.state != JobState.SUBMITTING:
+        return job
+    found, _ = refresh(runtime, [job])
+    return found[0]
+
+
+def _no_log(job: Job, runtime: Runtime) -> NotFoundError:
+    """The error for a job that never started: why (from its events), and that it has no log."""
+    why = str(job.spec.get("note") or "")
+    if not why:
+        for event in reversed(runtime.store.list_events(job.job_id)):
+            if event["kind"] == "job.submit_failed":
+                why = f"its submit failed: {event['data'].get('error', '')}".rstrip(": ")
+                break
+    detail = f" ({why})" if why else ""
+    return NotFoundError(
+        f"job {job.job_id} {job.state} before it started{detail}; it has no log",
+        hint=f"see `runctl status {job.job_id}`",
+    )
 
 
 # ------------------------------------------------------------------------------ follow
@@ -441,14 +578,35 @@ def follow(
     """Copy the job's log to ``out`` from byte ``offset``; with ``follow`` until the job ends.
 
     A dropped connection is retried from the exact byte count already written, so no line is
-    lost or repeated; gives up after ``ssh.reconnect_timeout_s`` without progress.
+    lost or repeated; gives up after ``ssh.reconnect_timeout_s`` without progress. For a job
+    in a final state the host gets ``FINAL_PROBE_S``; if it does not answer, the tail cached
+    when the job was last seen final is shown instead (with a note), else the ssh error.
+    A log that is gone from the host is a NotFoundError (the job's state is kept).
     """
-    target = instance_of_job(runtime, job.provider, job.instance_id)
+    job = settle_submitting(runtime, job)
+    if job.state == JobState.SUBMITTING:
+        raise NotFoundError(
+            f"job {job.job_id} is still being submitted; it has no log yet",
+            hint=f"try again in a moment, or `runctl wait {job.job_id}`",
+        )
+    if never_started(job):
+        raise _no_log(job, runtime)
+    settled = is_settled(job)
+    whole = offset == 0 and not last_lines
+    try:
+        target = instance_of_job(runtime, job.provider, job.instance_id)
+    except RunctlError as exc:
+        if settled:
+            return _from_cache(runtime, job, out, progress, exc.message, last_lines)
+        raise
     transport = target.provider.connect(target.instance)
     reconnect_s = float(runtime.config.get("ssh.reconnect_timeout_s"))
+    if settled:
+        reconnect_s = FINAL_PROBE_S
     last_ok = time.monotonic()
     delay = 0.5
     path = agent.agent_path(target.instance, transport)
+    tail = logcache.Tail()
     while True:
         args = ["tail", "--job-dir", job.job_dir, "--offset", str(offset)]
         if follow:
@@ -459,12 +617,18 @@ def follow(
         assert proc.stdout is not None and proc.stderr is not None
         fd = proc.stdout.fileno()
         received = 0
+        answered = True
         while True:
+            if settled and not received and not _readable(fd, last_ok + reconnect_s):
+                proc.kill()  # a host that does not answer: no waiting on it for a past job
+                answered = False
+                break
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
             out.write(chunk)
             out.flush()
+            tail.add(chunk)
             received += len(chunk)
             last_ok = time.monotonic()
         err = proc.stderr.read()
@@ -480,18 +644,77 @@ def follow(
         offset += received
         end = _parse_end(err)
         if end is not None:
-            return _apply_status(runtime, job, end), end
+            if end.get("state") == "missing":
+                return _log_gone(runtime, job, target.instance.name, out, progress)
+            job = _apply_status(runtime, job, end)
+            if is_settled(job) and (whole or not logcache.exists(runtime, job.job_id)):
+                logcache.save(runtime, job.job_id, tail.data())
+            return job, end
         if b"can't open file" in err:
             agent.upload_agent(target.instance, transport)
             continue
+        why = _ssh_error(err, answered, reconnect_s)
+        check_auth(TransportError(f"cannot reach {target.instance.name}: {why}"))
         if time.monotonic() - last_ok > reconnect_s:
+            if settled and not received:
+                why = f"cannot reach {target.instance.name}: {why}"
+                return _from_cache(runtime, job, out, progress, why, last_lines)
             raise TransportError(
-                f"lost the connection to {target.instance.name} for over {reconnect_s:.0f}s",
-                hint=f"the job keeps running; resume with `runctl logs {job.job_id} --follow`",
+                f"lost the connection to {target.instance.name} for over {reconnect_s:.0f}s "
+                f"({why})",
+                hint=f"the job keeps running; resume with `runctl logs {job.job_id} --follow`"
+                if not settled
+                else f"the job {job.state}; try `runctl logs {job.job_id}` again later",
             )
-        progress(f"connection to {target.instance.name} lost; reconnecting (at byte {offset})")
-        time.sleep(delay)
+        progress(f"connection to {target.instance.name} lost ({why}); reconnecting "
+                 f"(at byte {offset})")  # fmt: skip
+        time.sleep(min(delay, max(0.0, last_ok + reconnect_s - time.monotonic())))
         delay = min(delay * 2, 5.0)
+
+
+def _readable(fd: int, deadline: float) -> bool:
+    """Wait until ``fd`` has data (or EOF) or ``deadline`` (monotonic) passes."""
+    import select
+
+    left = deadline - time.monotonic()
+    return left > 0 and bool(select.select([fd], [], [], left)[0])
+
+
+def _ssh_error(stderr: bytes, answered: bool, waited_s: float) -> str:
+    """The underlying reason a tail ended early: ssh's own last words, if it said any."""
+    if not answered:
+        return f"no answer within {waited_s:.0f}s"
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("RUNCTL-")]
+    return lines[-1] if lines else "the connection closed"
+
+
+def _from_cache(
+    runtime: Runtime, job: Job, out: BinaryIO, progress: Progress, why: str, last_lines: int
+) -> tuple[Job, dict[str, Any]]:
+    """A final job's log when its host cannot be asked: the cached tail, else the error."""
+    cached = logcache.load(runtime, job.job_id)
+    if cached is None:
+        raise TransportError(f"{why}; job {job.job_id} {job.state} and no copy of its log is "
+                             "kept here",
+                             hint="try again when the host is back")  # fmt: skip
+    progress(f"warning: {why}; showing the last {len(cached)} bytes of the log of "
+             f"{job.job_id} ({job.state}) kept here")  # fmt: skip
+    out.write(logcache.last_lines(cached, last_lines))
+    out.flush()
+    return job, {"state": str(job.state), "exit_code": job.exit_code, "cached": True}
+
+
+def _log_gone(
+    runtime: Runtime, job: Job, host: str, out: BinaryIO, progress: Progress
+) -> tuple[Job, dict[str, Any]]:
+    """The host has no log for the job (its directory was removed): say so, keep its state."""
+    job = _apply_status(runtime, job, {"state": "missing"})
+    why = f"the log of job {job.job_id} is gone from {host} ({job.job_dir} was removed)"
+    if logcache.exists(runtime, job.job_id):
+        return _from_cache(runtime, job, out, progress, why, 0)
+    raise NotFoundError(f"{why}; the job is recorded {job.state}",
+                        hint=f"see `runctl status {job.job_id}`")  # fmt: skip
 
 
 def _parse_end(stderr: bytes) -> dict[str, Any] | None:
@@ -511,8 +734,20 @@ def _parse_end(stderr: bytes) -> dict[str, Any] | None:
 def wait(
     runtime: Runtime, job: Job, progress: Progress, *, timeout_s: float | None = None
 ) -> tuple[Job, dict[str, Any]]:
-    """Block until the job ends (or ``timeout_s`` passes); survives dropped connections."""
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+    """Block until the job ends (or ``timeout_s`` passes; 0: look once); survives dropped
+    connections. A job already final or lost answers at once, without asking its host."""
+    if is_settled(job):
+        return job, {"state": str(job.state), "exit_code": job.exit_code}
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    while job.state == JobState.SUBMITTING:
+        job = settle_submitting(runtime, runtime.store.get_job(job.job_id))
+        if job.state != JobState.SUBMITTING:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            return job, {"state": str(job.state)}
+        time.sleep(0.2)  # its CLI is still at it
+    if is_settled(job):
+        return job, {"state": str(job.state), "exit_code": job.exit_code}
     reconnect_s = float(runtime.config.get("ssh.reconnect_timeout_s"))
     last_ok = time.monotonic()
     target = instance_of_job(runtime, job.provider, job.instance_id)
@@ -530,7 +765,9 @@ def wait(
             )
             last_ok = time.monotonic()
         except TransportError as exc:
-            if time.monotonic() - last_ok > reconnect_s:
+            check_auth(exc)
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if out_of_time or time.monotonic() - last_ok > reconnect_s:
                 raise
             progress(f"{exc.message}; retrying")
             time.sleep(1.0)
@@ -540,17 +777,53 @@ def wait(
             left = deadline - time.monotonic() if deadline is not None else 3600.0
             status = multinode.settle(runtime, job, status, max(left, 1.0))
         job = _apply_status(runtime, job, status)
-        if job.state.is_final or job.state == JobState.LOST:
+        if is_settled(job):
             return job, status
         if deadline is not None and time.monotonic() >= deadline:
             return job, status
 
 
+def grace_of(runtime: Runtime, job: Job, grace_s: float | None = None) -> float:
+    """The SIGTERM-to-SIGKILL grace for cancelling ``job``: given, else the job's own
+    (``run --grace``, recorded in its spec), else ``jobs.grace_s``."""
+    for value in (grace_s, job.spec.get("grace_s")):
+        if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+            return float(value)
+    return float(runtime.config.get("jobs.grace_s"))
+
+
 def cancel(runtime: Runtime, job: Job, *, grace_s: float | None = None) -> Job:
-    """SIGTERM the job, SIGKILL after the grace period; idempotent for finished jobs."""
-    if job.state.is_final:
+    """SIGTERM the job, SIGKILL after the grace period; idempotent for finished jobs.
+
+    A job that never started is only recorded cancelled (a submit still in flight carries
+    the cancel out once it has started the job)."""
+    from runctl.core.reconcile_jobs import is_submit_in_flight, settle_submit
+
+    if job.state.is_final or never_started(job):
         return job
-    grace = grace_s if grace_s is not None else float(runtime.config.get("jobs.grace_s"))
+    grace = grace_of(runtime, job, grace_s)
+    if job.state == JobState.SUBMITTING:
+        flying = is_submit_in_flight(job)
+        try:
+            target = instance_of_job(runtime, job.provider, job.instance_id)
+            transport = target.provider.connect(target.instance)
+            answer = agent.call_json(target.instance, transport,
+                                     ["status", "--base", target.instance.remote_dir,
+                                      job.job_id], timeout=30)  # fmt: skip
+            status = answer.get(job.job_id) or {"state": "missing"}
+        except RunctlError:
+            if not flying:
+                raise  # it may run there: cannot tell without the host
+            status = {"state": "missing"}
+        if status.get("state") in ("missing", "unknown"):
+            runtime.store.update_job(job.job_id, state=JobState.CANCELLED, ended_at=now_iso())
+            runtime.store.add_event("job.cancel", job.job_id,
+                                    {"grace_s": grace, "never_started": True})  # fmt: skip
+            return runtime.store.get_job(job.job_id)
+        if not flying:
+            job = settle_submit(runtime, job, status)
+            if job.state.is_final:
+                return job
     multinode.cancel_others(runtime, job, grace)  # ranks 1.. of a multi-node job
     target = instance_of_job(runtime, job.provider, job.instance_id)
     transport = target.provider.connect(target.instance)

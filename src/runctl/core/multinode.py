@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from runctl.core import agent
+from runctl.core.sync import LocalTree
 from runctl.core.targets import Target, instance_of_job
 from runctl.errors import TransportError, UsageError
 from runctl.models import Instance, Job, SyncStats
@@ -76,7 +76,7 @@ def start_group(
     instance: Instance,
     request: Any,
     spec: dict[str, Any],
-    root: Path,
+    tree: LocalTree | None,
     code_dir: str,
     progress: Progress,
     start: StartFn,
@@ -100,7 +100,7 @@ def start_group(
             node_spec["node_rank"] = rank
             transport = target.provider.connect(member)
             node_code = _rebase(code_dir, base0, member.remote_dir) if code_dir else ""
-            stats, answer = start(runtime, member, transport, request, node_spec, root,
+            stats, answer = start(runtime, member, transport, request, node_spec, tree,
                                   node_code, progress)  # fmt: skip
             nodes.append({"rank": rank, "host": hosts[rank], "ip": ips[rank],
                           "job_dir": answer["job_dir"]})  # fmt: skip

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from runctl.runtime import Runtime
 
 CLOUDS = ("aws", "runpod", "lyceum")
+# Providers without machines to list whose jobs a full reconcile checks too (their agents).
+HOSTS = ("ssh", "local", "slurm")
 GONE = frozenset({InstanceState.TERMINATED.value, InstanceState.TERMINATING.value})
 PROTECTED_TAG = "runctl:protected"
 
@@ -151,7 +153,8 @@ def reconcile(
     """Compare listings with state; with ``apply``, adopt orphans and fix vanished/drifted.
 
     ``jobs`` also checks active job records against the agents (SSH to each machine with
-    active jobs; with ``apply`` lost ones are marked); ``leftovers`` also lists AWS volumes,
+    active jobs; with ``apply`` lost ones are marked; with every cloud wanted, jobs on SSH
+    hosts, this machine and Slurm as well); ``leftovers`` also lists AWS volumes,
     spot requests and key pairs left behind (never acts on them).
     """
     wanted = list(platforms)
@@ -160,6 +163,8 @@ def reconcile(
         from runctl.core.reconcile_jobs import reconcile_jobs
 
         reachable = [name for name in wanted if name not in report.skipped]
+        if set(CLOUDS) <= set(wanted):  # no --platform filter: jobs on hosts and Slurm too
+            reachable += [name for name in HOSTS if name not in wanted]
         live = {(i.provider, i.instance_id): (p, i) for p, i in report.live}
         report.jobs = reconcile_jobs(runtime, reachable, live, apply=apply)
     if leftovers and "aws" in wanted and "aws" not in report.skipped:

@@ -143,11 +143,39 @@ def _judge(
     if state == "missing":
         if job.state == JobState.SUBMITTING and is_submit_in_flight(job):
             return [_keep(job, "in-flight", "being submitted by a live runctl process")]
+        if job.state == JobState.SUBMITTING:
+            return [_lose(runtime, job, NEVER_STARTED, apply)]
         return [_lose(runtime, job, "the agent on its instance has no record of it", apply)]
     if job.state != JobState.SUBMITTING:
-        return []  # the agent knows it: `runctl status` keeps its state current
+        if apply and status is not None:  # the agent knows it: record its state (ended?)
+            from runctl.core.jobs import _apply_status
+
+            _apply_status(runtime, job, status)
+        return []
     assert status is not None
     return [_start(runtime, job, status, apply)]
+
+
+NEVER_STARTED = "the submitting runctl was killed before the job started"
+
+
+def settle_submit(runtime: Runtime, job: Job, status: dict[str, Any] | None) -> Job:
+    """A ``submitting`` job whose CLI is gone, given what its host's agent says about it:
+    recorded with the agent's state if it started, else lost with a note. Returns it now."""
+    state = (status or {}).get("state", "missing")
+    if state in ("missing", "unknown"):
+        note_lost(runtime, job, NEVER_STARTED, by="refresh")
+    else:
+        assert status is not None
+        _start(runtime, job, status, True)
+    return runtime.store.get_job(job.job_id)
+
+
+def note_lost(runtime: Runtime, job: Job, reason: str, *, by: str) -> None:
+    """Record ``job`` lost, with ``reason`` kept in its spec (shown by `status`) and an event."""
+    spec = {**job.spec, "note": reason}
+    runtime.store.update_job(job.job_id, state=JobState.LOST, spec=spec)
+    runtime.store.add_event("job.lost", job.job_id, {"reason": reason, "by": by})
 
 
 def _keep(job: Job, kind: str, reason: str) -> JobFinding:
@@ -157,8 +185,7 @@ def _keep(job: Job, kind: str, reason: str) -> JobFinding:
 
 def _lose(runtime: Runtime, job: Job, reason: str, apply: bool) -> JobFinding:
     if apply:
-        runtime.store.update_job(job.job_id, state=JobState.LOST)
-        runtime.store.add_event("job.lost", job.job_id, {"reason": reason, "by": "reconcile"})
+        note_lost(runtime, job, reason, by="reconcile")
     return JobFinding("lost", job.job_id, job.provider, job.instance_id, str(job.state),
                       str(JobState.LOST) if apply else str(job.state), reason)  # fmt: skip
 
@@ -181,6 +208,58 @@ def _start(runtime: Runtime, job: Job, status: dict[str, Any], apply: bool) -> J
                       now, reason)  # fmt: skip
 
 
+def submitter() -> dict[str, Any]:
+    """Who is submitting: recorded with the job so that a later command can tell a submit in
+    flight from one whose CLI was killed (pid + the kernel's start time of that process, so a
+    reused pid is not mistaken for it)."""
+    who: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    start = _start_ticks(os.getpid())
+    if start is not None:
+        who["start_ticks"] = start
+        who["boot_id"] = _boot_id()
+        if os.getpgid(0) == os.getpid():  # its own process group (as a shell starts it)
+            who["group"] = True
+    return who
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    try:
+        return None if fields[0] == "Z" else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process is in process group ``pgid`` (Linux /proc)."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def is_submit_in_flight(job: Job, now: datetime | None = None) -> bool:
     """Whether the process that is submitting ``job`` may still be at it."""
     from runctl.core.costs import parse_iso
@@ -188,7 +267,17 @@ def is_submit_in_flight(job: Job, now: datetime | None = None) -> bool:
     created = parse_iso(job.created_at)
     who = job.spec.get("submitted_by")
     if isinstance(who, dict) and who.get("host") == socket.gethostname():
-        return _is_alive(int(who.get("pid") or 0), created.timestamp())
+        pid = int(who.get("pid") or 0)
+        if who.get("start_ticks") is not None:
+            # Exact: the same process (same pid, same start time, same boot), not a reuse.
+            if who.get("boot_id") not in ("", None, _boot_id()):
+                return False
+            if _start_ticks(pid) == int(who["start_ticks"]):
+                return True
+            # Killed: what it started (ssh running `agent start`, a sync) may still be at
+            # work in its process group; the job's fate is known once they are gone too.
+            return bool(who.get("group")) and _group_alive(pid)
+        return _is_alive(pid, created.timestamp())
     # Older records, or submitted from another machine: only time tells.
     age_s = ((now or datetime.now(UTC)) - created).total_seconds()
     return age_s < LEGACY_SUBMIT_GRACE_S

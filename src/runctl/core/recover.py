@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from runctl.core import agent, launchers
+from runctl.core import agent, launchers, secret_env
 from runctl.core import jobs as core_jobs
 from runctl.core.targets import Target
 from runctl.errors import (
@@ -41,6 +41,7 @@ from runctl.errors import (
     UsageError,
 )
 from runctl.models import Instance, InstanceState, Job, JobState
+from runctl.perms import private_dir
 from runctl.providers.base import Provider
 from runctl.runtime import Runtime
 from runctl.state.db import now_iso
@@ -177,8 +178,8 @@ def refuse_if_managed(runtime: Runtime, root_job: str) -> None:
 def controller_lock(runtime: Runtime, root_job: str) -> Iterator[None]:
     """Hold the one-controller-per-job lock; ConflictError naming the holder if taken."""
     path = lock_path(runtime, root_job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -311,6 +312,10 @@ class Controller:
         """Why ``job`` is not restarted after ``verdict``; None when it is."""
         if restarts >= limit:
             return f"no restarts left ({restarts}/{limit})"
+        try:  # before a replacement machine is paid for: its secrets are read again here
+            secret_env.for_restart(job.spec, os.environ)
+        except RunctlError as exc:
+            return exc.message
         budget = job.spec.get("budget_usd")
         if budget is not None:
             chain = attempts(self.runtime, self.root)

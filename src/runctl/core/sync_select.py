@@ -2,14 +2,20 @@
 
 Syncing a project to a remote host happens in two steps:
 
-1. **Selection** (:func:`collect_files`): walk the tree and keep the regular files that git
+1. **Selection** (:func:`select_files`): walk the tree and keep the regular files that git
    would consider part of the working tree. ``.gitignore`` files at every level,
    ``.git/info/exclude`` and runctl's own ``.runctlignore`` files (same syntax, same nesting,
    higher precedence than ``.gitignore`` in the same directory) are honoured. ``.git/`` and
    ``.runctl/`` are never synced. Caller-supplied ``includes`` (gitignore-style patterns relative
    to the root) force paths back in, e.g. a data directory that is gitignored but needed by the
    job. Ignored directories are pruned, so an ignored ``.venv`` or ``node_modules`` costs one
-   directory entry, not a walk of thousands of files.
+   directory entry, not a walk of thousands of files. Secret-looking paths (SSH keys, cloud
+   credentials, shell history, ``.env``) are left out whatever the ignore files say, and only
+   an include that names them brings them back (:func:`secret_keyword`).
+
+The tree itself is the project the script belongs to (:func:`find_project`): the nearest
+directory with ``.git``, else with a marker file, never the home directory, a directory above
+it, ``/`` or a system directory (:func:`never_roots`).
 
 2. **Manifest** (:func:`build_manifest`): record ``(size, sha256, executable)`` for every
    selected file plus one digest over the whole set. Comparing the local digest with the one the
@@ -52,12 +58,18 @@ __all__ = [
     "SKIPPED_DIR_NAMES",
     "FileEntry",
     "Manifest",
+    "ProjectRoot",
+    "Selection",
     "build_manifest",
     "collect_files",
     "diff_manifests",
+    "find_project",
     "find_project_root",
     "manifest_from_json",
     "manifest_to_json",
+    "never_roots",
+    "secret_keyword",
+    "select_files",
 ]
 
 PROJECT_MARKERS: tuple[str, ...] = (
@@ -73,6 +85,35 @@ IGNORE_FILE_NAMES: tuple[str, ...] = (".gitignore", ".runctlignore")
 # Never synced whatever the patterns or includes say: git's object store is large and
 # host-specific (a `.git` *file* points to a local path), and `.runctl/` holds local state.
 SKIPPED_DIR_NAMES: frozenset[str] = frozenset({".git", ".runctl"})
+# Never a project root (see never_roots): system directories whose .git (etckeeper) or stray
+# marker file must not turn them into a tree to upload. Deeper directories still qualify.
+_SYSTEM_DIRS: tuple[str, ...] = (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
+    "/var", "/var/tmp", "/Users", "/Volumes", "/private", "/private/tmp", "/private/var",
+    "/System", "/Library",
+)  # fmt: skip
+
+# Secret-bearing paths: never synced, whatever the ignore files say, unless an include that
+# *names* them selects them. Each rule has a keyword; an include "names" a path when its text
+# contains the keyword of a rule hitting the path or one of its parent directories, so
+# `--include .env` or `--include .aws/credentials` send those, while a catch-all such as
+# `--include '*'` does not. .npmrc and .pypirc hold registry tokens and jobs never need them.
+_SECRET_DIR_NAMES = frozenset({".ssh", ".aws", ".gnupg", ".kube", ".azure", ".password-store"})
+_SECRET_FILE_NAMES = frozenset(
+    {".netrc", "_netrc", ".pgpass", ".git-credentials", ".pypirc", ".npmrc", ".vault-token",
+     ".s3cfg", ".boto", ".env", "rclone.conf", ".zhistory", ".histfile"}
+)  # fmt: skip
+_SECRET_SUFFIXES: tuple[str, ...] = (".pem", ".key", ".p12", ".pfx", ".ppk", "_history")
+# OpenSSH private keys (id_rsa, id_ed25519_sk, id_rsa_work); not their .pub halves, and not
+# code such as id_rsa_check.py (a dot ends the match).
+_SSH_KEY_RE = re.compile(r"id_(?:rsa|dsa|ecdsa|ed25519|xmss)(?:_sk)?(?:[-_][\w@-]*)?")
+# (file name, directory it must sit in, keyword)
+_SECRET_IN_DIR: tuple[tuple[str, str, str], ...] = (
+    ("config.json", ".docker", ".docker"),
+    ("token", "huggingface", "huggingface"),
+    ("hosts.yml", "gh", "hosts.yml"),
+)
 
 _MANIFEST_VERSION = 1
 _CACHE_VERSION = 1
@@ -97,26 +138,74 @@ _RACY_WINDOW_NS = 2_000_000_000
 # --------------------------------------------------------------------------------------------
 
 
+def _homes() -> list[str]:
+    """The user's home directories: ``$HOME`` and the password database's entry."""
+    homes: list[str] = []
+    env_home = os.environ.get("HOME")
+    if env_home:
+        homes.append(env_home)
+    with contextlib.suppress(KeyError, ImportError):
+        import pwd
+
+        homes.append(pwd.getpwuid(os.getuid()).pw_dir)
+    return [os.path.realpath(h) for h in homes if h]
+
+
+def never_roots() -> frozenset[str]:
+    """Directories that are never a project, whatever ``.git`` or marker file they hold.
+
+    A dotfiles repository or a stray ``requirements.txt`` in the home directory, an etckeeper
+    ``/etc/.git``, a marker dropped in ``/tmp``: treating any of those as "the project" would
+    upload keys, credentials and other people's files. So the home directories, every
+    directory above them, ``/`` and the well-known system directories never count.
+    """
+    roots = {os.path.realpath(d) for d in _SYSTEM_DIRS} | set(_SYSTEM_DIRS)
+    for home in _homes():
+        roots.add(home)
+        roots.update(str(p) for p in Path(home).parents)
+    return frozenset(roots)
+
+
+@dataclass(frozen=True)
+class ProjectRoot:
+    """Where a script's project starts, and why.
+
+    ``kind`` is ``"git"`` or ``"marker"`` when a real project was found; ``"none"`` when no
+    directory above the script qualifies, in which case ``path`` is the script's directory
+    and only the script itself should be synced.
+    """
+
+    path: Path
+    kind: str
+
+
+def find_project(script: Path) -> ProjectRoot:
+    """Find the project ``script`` belongs to (see :func:`find_project_root`)."""
+    resolved = script.resolve()
+    start = resolved if resolved.is_dir() else resolved.parent
+    excluded = never_roots()
+    candidates = [d for d in (start, *start.parents) if str(d) not in excluded]
+    # A repository boundary is the strongest signal, so it is searched for over the whole
+    # ancestry before any marker file is considered.
+    for directory in candidates:
+        if os.path.lexists(directory / ".git"):
+            return ProjectRoot(directory, "git")
+    for directory in candidates:
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return ProjectRoot(directory, "marker")
+    return ProjectRoot(start, "none")
+
+
 def find_project_root(script: Path) -> Path:
     """Return the directory whose tree should be synced to run ``script``.
 
     The nearest ancestor (starting at the script's own directory) that contains ``.git`` wins;
     failing that, the nearest one containing a project marker (:data:`PROJECT_MARKERS`);
-    failing that, the script's directory. Symlinks are resolved first so the answer does not
-    depend on how the script was reached.
+    failing that, the script's directory. Directories from :func:`never_roots` (the home
+    directory, ``/``, system directories) are skipped. Symlinks are resolved first so the
+    answer does not depend on how the script was reached.
     """
-    resolved = script.resolve()
-    start = resolved if resolved.is_dir() else resolved.parent
-    candidates = [start, *start.parents]
-    # A repository boundary is the strongest signal, so it is searched for over the whole
-    # ancestry before any marker file is considered.
-    for directory in candidates:
-        if os.path.lexists(directory / ".git"):
-            return directory
-    for directory in candidates:
-        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
-            return directory
-    return start
+    return find_project(script).path
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,31 +445,121 @@ def _segments_may_extend(pattern: Sequence[str], directory: Sequence[str]) -> bo
 # --------------------------------------------------------------------------------------------
 
 
+def secret_keyword(rel: str, name: str, is_dir: bool) -> str | None:
+    """The keyword of the secret rule ``rel`` hits (None: not secret-looking).
+
+    ``rel`` is the path relative to the walk root and ``name`` its last part; an include
+    must contain the keyword to bring the path back (see the rules above).
+    """
+    if is_dir:
+        if name in _SECRET_DIR_NAMES or name == ".env":
+            return name
+        if name == "gcloud" and _parent_name(rel) == ".config":
+            return "gcloud"  # the gcloud SDK's credentials and tokens
+        return None
+    if name in _SECRET_FILE_NAMES:
+        return name
+    if name.startswith(".env."):
+        return ".env"
+    if name.endswith(_SECRET_SUFFIXES):
+        return next(s for s in _SECRET_SUFFIXES if name.endswith(s))
+    if name.startswith("id_") and _SSH_KEY_RE.fullmatch(name):
+        return "id_"
+    if name.startswith("credentials") and _parent_name(rel) == ".terraform.d":
+        return ".terraform.d"
+    for file_name, dir_name, keyword in _SECRET_IN_DIR:
+        if name == file_name and _parent_name(rel) == dir_name:
+            return keyword
+    return None
+
+
+def _path_secret_keywords(rel: str) -> tuple[str, ...]:
+    """The keywords of the secret rules hitting file ``rel`` or any directory above it."""
+    parts = rel.split(os.sep)
+    found = []
+    for index, part in enumerate(parts):
+        keyword = secret_keyword("/".join(parts[: index + 1]), part, index < len(parts) - 1)
+        if keyword is not None:
+            found.append(keyword)
+    return tuple(found)
+
+
+def _parent_name(rel: str) -> str:
+    parts = rel.rstrip("/").split("/")
+    return parts[-2] if len(parts) > 1 else ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files to sync, and what the secret rules kept out.
+
+    ``secrets`` lists paths that would have been synced but for the secret rules: files, and
+    directories (ending in "/") that were not entered at all.
+    """
+
+    files: list[str]
+    secrets: list[str]
+
+
+class _SecretIncludes:
+    """The includes that name a secret path, per set of secret keywords (cached)."""
+
+    def __init__(self, includes: Sequence[str]) -> None:
+        self.includes = [p for p in includes if p.strip()]
+        self.cache: dict[tuple[str, ...], _Includes | None] = {}
+
+    def naming(self, keywords: tuple[str, ...]) -> "_Includes | None":
+        if keywords not in self.cache:
+            named = [p for p in self.includes if any(k in p for k in keywords)]
+            self.cache[keywords] = _Includes(named) if named else None
+        return self.cache[keywords]
+
+
 def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
     """Return the sorted POSIX paths, relative to ``root``, of the regular files to sync.
 
+    Shorthand for ``select_files(root, includes).files``.
+    """
+    return select_files(root, includes).files
+
+
+def select_files(
+    root: Path, includes: Sequence[str] = (), *, script: str | None = None,
+    script_only: bool = False,
+) -> Selection:  # fmt: skip
+    """Select the files to sync below ``root`` (sorted POSIX paths relative to it).
+
     Honours nested ``.gitignore`` / ``.runctlignore`` files and ``.git/info/exclude`` with git
     semantics; ``includes`` (gitignore syntax, relative to ``root``) force paths in even when
-    ignored. ``.git`` and ``.runctl`` are always skipped. Symlinked directories are not
-    followed; a symlinked file is kept only if it resolves to a regular file inside ``root``.
-    Sockets, FIFOs and device nodes are skipped.
+    ignored. ``.git`` and ``.runctl`` are always skipped. Secret-looking paths (keys,
+    credentials, shell history, ``.env``) are left out unless an include names them.
+    Symlinked directories are not followed; a symlinked file is kept only if it resolves to a
+    regular file inside ``root``. Sockets, FIFOs and device nodes are skipped.
+
+    ``script`` (relative to ``root``) is always selected: the user named it. With
+    ``script_only`` nothing else is, apart from what ``includes`` select (a script outside
+    any project).
     """
     root_real = os.path.realpath(root)
     root_prefix = root_real.rstrip(os.sep) + os.sep
     forced = _Includes(includes) if includes else None
+    secret_includes = _SecretIncludes(includes)
 
     root_lines: list[str] = []
     exclude_path = _info_exclude_path(root)
-    if exclude_path is not None:
+    if exclude_path is not None and not script_only:
         # Lowest precedence in git: any .gitignore pattern overrides it, so it comes first.
         root_lines.extend(_read_lines(exclude_path))
 
     out: list[str] = []
+    secrets: list[str] = []
     # (absolute dir, dir relative to root ("" or ending "/"), applicable levels, inside an
-    # ignored directory that is only being walked for the sake of `includes`)
-    stack: list[tuple[str, str, tuple[_Level, ...], bool]] = [(str(root), "", (), False)]
+    # ignored directory that is only being walked for the sake of `includes`, keywords of
+    # the secret rules hitting this directory or one above it)
+    Frame = tuple[str, str, tuple[_Level, ...], bool, tuple[str, ...]]
+    stack: list[Frame] = [(str(root), "", (), script_only, ())]
     while stack:
-        directory, rel_dir, levels, in_ignored = stack.pop()
+        directory, rel_dir, levels, in_ignored, secret_above = stack.pop()
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
@@ -402,6 +581,7 @@ def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
             name = entry.name
             if name in SKIPPED_DIR_NAMES:
                 continue
+            link_secret: tuple[str, ...] = ()
             try:
                 if entry.is_symlink():
                     # Only files that stay inside the tree: a link to a directory could loop or
@@ -410,6 +590,7 @@ def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
                     if not target.startswith(root_prefix) or not os.path.isfile(target):
                         continue
                     is_dir = False
+                    link_secret = _path_secret_keywords(target[len(root_prefix) :])
                 elif entry.is_dir(follow_symlinks=False):
                     is_dir = True
                 elif entry.is_file(follow_symlinks=False):
@@ -420,6 +601,9 @@ def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
                 continue  # vanished while we looked: nothing to sync
 
             rel = rel_dir + name
+            if rel == script:
+                out.append(rel)
+                continue
             if in_ignored:
                 ignored = True
             else:
@@ -429,17 +613,36 @@ def collect_files(root: Path, includes: Sequence[str] = ()) -> list[str]:
                     verdict = level.verdict(check_rel, check_name, name)
                     if verdict is not None:
                         ignored = verdict  # deeper ignore files override shallower ones
+            keyword = secret_keyword(rel, name, is_dir)
+            secret = (*secret_above, keyword) if keyword is not None else secret_above
+            if link_secret:  # a harmless name linking to a key must not smuggle it out
+                secret = (*secret, *link_secret)
 
             if is_dir:
-                if not ignored:
-                    stack.append((entry.path, rel + "/", levels, False))
-                elif forced is not None and forced.may_match_below(rel):
-                    stack.append((entry.path, rel + "/", levels, True))
+                reachable = forced is not None and forced.may_match_below(rel)
+                towards_script = script is not None and script.startswith(rel + "/")
+                if not secret:
+                    if not ignored or reachable or towards_script:
+                        stack.append((entry.path, rel + "/", levels, ignored, ()))
+                elif reachable or towards_script:
+                    # Whether an include names a file in here is judged per file, with the
+                    # keywords of every secret directory above it (--include id_ed25519).
+                    stack.append((entry.path, rel + "/", levels, ignored or not reachable,
+                                  secret))  # fmt: skip
+                elif not ignored:
+                    secrets.append(rel + "/")
+            elif secret:
+                allow = secret_includes.naming(secret)
+                if allow is not None and allow.matches(rel):
+                    out.append(rel)
+                elif not ignored or (forced is not None and forced.matches(rel)):
+                    secrets.append(rel)  # would have been sent but for the secret rules
             elif not ignored or (forced is not None and forced.matches(rel)):
                 out.append(rel)
 
     out.sort()
-    return out
+    secrets.sort()
+    return Selection(out, secrets)
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,6 +82,11 @@ class Workflow:
             self.error = _describe(exc)
             self._event("workflow.failed", error=self.error)
             self._cleanup(interrupted=isinstance(exc, KeyboardInterrupt))
+            gone = self.created and all(self._is_gone(i) for i in self.created)
+            if isinstance(exc, RunctlError) and gone and not self.kept:
+                # The error was raised while the machine still ran ("still billed");
+                # cleanup has terminated it since: say what is true now.
+                exc.hint = "the machine was terminated; nothing is billed any more"
             raise
         self._cleanup(interrupted=False, ended=True)
         return self.summary()

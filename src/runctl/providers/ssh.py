@@ -26,9 +26,10 @@ _DEST_RE = re.compile(
 
 
 def parse_destination(text: str) -> SSHTarget:
-    """Parse ``[user@]host[:port]``; UsageError for anything else (no shell metacharacters)."""
+    """Parse ``[user@]host[:port]``; UsageError for anything else (no shell metacharacters,
+    and no part that ssh could read as an option: ``ssh:-Fx@host`` is not a user)."""
     match = _DEST_RE.match(text)
-    if not match or match["host"].startswith("-"):
+    if not match or any(part.startswith("-") for part in (match["host"], match["user"] or "")):
         raise UsageError(
             f"invalid ssh destination {text!r}",
             hint="use [user@]host[:port] or an alias from ~/.ssh/config",

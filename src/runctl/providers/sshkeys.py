@@ -54,7 +54,9 @@ def ensure_keypair(home: Path, configured: str) -> tuple[Path, str]:
 
 
 def _generate(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from runctl.perms import private_dir
+
+    private_dir(path.parent)
     done = subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runctl", "-f", str(path)],
         capture_output=True, text=True, check=False,
@@ -92,7 +94,9 @@ def connect_cloud(runtime: Runtime, instance: Instance, what: str, status_cmd: s
             f"(status {instance.extra.get('status', instance.state)})",
             hint=f"wait until it runs: `{status_cmd} --wait`",
         )
-    (runtime.home / "known_hosts.d").mkdir(parents=True, exist_ok=True, mode=0o700)
+    from runctl.perms import private_dir
+
+    private_dir(runtime.home / "known_hosts.d")
     cfg = runtime.config
     return SSHTransport(
         instance.ssh,

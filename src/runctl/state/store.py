@@ -94,6 +94,15 @@ class Store:
             if row and "state" in fields and row["state"] != fields["state"]:
                 self._event("job.state", job_id, {"from": row["state"], "to": fields["state"]})
 
+    def delete_jobs(self, job_ids: list[str]) -> None:
+        """Forget jobs (`runctl jobs prune`): their rows and their own events."""
+        if not job_ids:
+            return
+        marks = ", ".join("?" * len(job_ids))
+        with transaction(self.db):
+            self.db.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", job_ids)
+            self.db.execute(f"DELETE FROM events WHERE subject IN ({marks})", job_ids)
+
     def get_job(self, ref: str) -> Job:
         """Find a job by id or unique id prefix; NotFoundError / UsageError otherwise."""
         if not ref or len(ref) > 128 or not all(c.isalnum() or c in "-_." for c in ref):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -47,12 +48,19 @@ class LocalTransport(Transport):
         return sent
 
     def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
+        """Copy out of a job dir the way tar does for SSH jobs: links stay links (a job's
+        link to /etc/passwd or ~/.ssh copies no outside content, ``../..`` does not
+        recurse), and pipes, sockets and devices are skipped instead of read."""
         source = Path(os.path.expanduser(remote_path))
-        if recursive:
-            shutil.copytree(source, local_path, dirs_exist_ok=True)
-        else:
-            local_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, local_path)
+        try:
+            if recursive:
+                shutil.copytree(source, local_path, symlinks=True, ignore=_special_files,
+                                dirs_exist_ok=True)  # fmt: skip
+            else:
+                local_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, local_path, follow_symlinks=False)
+        except (OSError, shutil.Error) as exc:
+            raise TransportError(f"copying {source} to {local_path} failed: {exc}") from exc
 
     def copy_to(self, local: Path, remote: str, *, compress: bool, resume: bool) -> None:
         # Same machine: compression buys nothing; resume = skip files already identical.
@@ -74,3 +82,14 @@ def _copy(src: Path, dst: Path, skip_same: bool) -> None:
             return
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst)
+
+
+def _special_files(directory: str, names: list[str]) -> set[str]:
+    """Entries of ``directory`` that are neither files, dirs nor links (opening a FIFO
+    would block the copy forever)."""
+    skip = set()
+    for name in names:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skip.add(name)
+    return skip

@@ -67,6 +67,9 @@ _NOT_REGISTERED = {"InvalidInstanceId", "InvalidInstanceInformationFilterValue"}
 
 
 class SSMTransport(Transport):
+    # Command input travels inside the command (SSM keeps it in its history): no secrets.
+    records_input = True
+
     def __init__(
         self,
         session: Any,

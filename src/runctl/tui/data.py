@@ -23,6 +23,8 @@ from runctl.runtime import Runtime
 
 _TYPE_KEYS = ("instance_type", "gpu", "profile")
 RECENT_JOBS = 50  # rows in the jobs pane (unfinished jobs are always among them)
+# One snapshot (`top --json`) does not wait longer than this on a machine that does not answer.
+PROBE_TIMEOUT_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -151,32 +153,52 @@ def refresh_jobs(runtime: Runtime) -> dict[str, str]:
     return errors
 
 
-def last_lines(runtime: Runtime, job_ids: Sequence[str]) -> dict[str, str]:
-    """The last non-empty log line of each job (jobs on unreachable hosts are left out)."""
-    from runctl.core.jobs import follow
+def last_lines(
+    runtime: Runtime, job_ids: Sequence[str], errors: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The last non-empty log line of each job (jobs on unreachable hosts are left out).
 
+    A finished job's line comes from the log tail kept here when one is (no host asked);
+    the first host that fails is noted in ``errors`` and not asked again for other jobs.
+    """
+    from runctl.core import logcache
+    from runctl.core.jobs import follow, is_settled, never_started
+
+    failed = errors if errors is not None else {}
     lines: dict[str, str] = {}
     for job_id in job_ids:
         job = runtime.store.get_job(job_id)
-        if job.state == JobState.SUBMITTING:
+        if job.state == JobState.SUBMITTING or never_started(job) or job_on(job) in failed:
+            continue
+        cached = logcache.load(runtime, job_id) if is_settled(job) else None
+        if cached is not None:
+            lines[job_id] = _last_line(cached)
             continue
         out = io.BytesIO()
         try:
             follow(runtime, job, out, _quiet, follow=False, last_lines=2)
-        except RunctlError:
+        except RunctlError as exc:
+            if isinstance(exc, TransportError):
+                failed[job_on(job)] = exc.message
             continue
-        text = out.getvalue().decode(errors="replace").rstrip().splitlines()
-        lines[job_id] = text[-1].strip() if text else ""
+        lines[job_id] = _last_line(out.getvalue())
     return lines
 
 
-def probe(runtime: Runtime, provider: str, instance_id: str) -> dict[str, Any]:
+def _last_line(data: bytes) -> str:
+    text = data.decode(errors="replace").rstrip().splitlines()
+    return text[-1].strip() if text else ""
+
+
+def probe(
+    runtime: Runtime, provider: str, instance_id: str, *, timeout: float = 60
+) -> dict[str, Any]:
     """CPU, memory, disks and GPUs of one machine in one round trip (``core.telemetry``)."""
     from runctl.core.targets import instance_of_job
 
     target = instance_of_job(runtime, provider, instance_id)
     transport = target.provider.connect(target.instance)
-    done = transport.run(["sh", "-c", telemetry.PROBE], timeout=60)
+    done = transport.run(["sh", "-c", telemetry.PROBE], timeout=timeout)
     if done.returncode != 0 and not done.stdout:
         detail = done.stderr.decode(errors="replace").strip()[-200:]
         raise TransportError(f"telemetry probe failed on {target.instance.name}: {detail}")
@@ -238,15 +260,22 @@ def _quiet(_message: str) -> None:
     """Progress sink for core calls made from the dashboard (it has no stderr to write to)."""
 
 
-def collect(runtime: Runtime, *, max_workers: int = 8) -> Snapshot:
-    """One complete snapshot, blocking: refreshed jobs, last log lines, every machine's probe."""
+def collect(
+    runtime: Runtime, *, max_workers: int = 8, probe_timeout: float = PROBE_TIMEOUT_S
+) -> Snapshot:
+    """One complete snapshot, blocking: refreshed jobs, last log lines, every machine's probe.
+
+    A machine that does not answer within ``probe_timeout`` is reported under ``errors``
+    (finished jobs never wait on their hosts: ``refresh`` skips them, their lines come from
+    the kept log tails)."""
     from concurrent.futures import ThreadPoolExecutor
 
     errors = refresh_jobs(runtime)
     snapshot = load(runtime)
     snapshot.errors.update(errors)
     wanted = [j.job_id for j in snapshot.jobs if j.on not in errors][:RECENT_JOBS]
-    lines = last_lines(runtime, wanted)
+    lines = last_lines(runtime, wanted, errors)
+    snapshot.errors.update(errors)
     moment = datetime.now(UTC)
     snapshot.jobs = [
         job_row(runtime.store.get_job(j.job_id), moment, lines.get(j.job_id, ""))
@@ -256,7 +285,8 @@ def collect(runtime: Runtime, *, max_workers: int = 8) -> Snapshot:
     def one(machine: MachineRow) -> tuple[str, dict[str, Any] | str]:
         with worker_runtime(runtime) as rt:
             try:
-                return machine.key, probe(rt, machine.provider, machine.instance_id)
+                return machine.key, probe(rt, machine.provider, machine.instance_id,
+                                          timeout=probe_timeout)  # fmt: skip
             except RunctlError as exc:
                 return machine.key, exc.message
 

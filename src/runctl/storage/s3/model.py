@@ -128,9 +128,13 @@ class _Done:
 
 @dataclass(frozen=True)
 class CleanupPlan:
+    """Checkpoints to keep and to delete, one ObjectInfo each (a directory checkpoint as its
+    prefix ending in "/", with the total size), and every key the deletion removes."""
+
     uri: S3Uri
     keep: list[ObjectInfo]
     delete: list[ObjectInfo]
+    delete_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ from typing import Any
 from runctl.storage.checkpoints import CHECKPOINT_EXTS, step_of
 from runctl.storage.s3.model import ObjectInfo
 
+# .bin is a checkpoint only inside a checkpoint directory or when named so (see
+# runctl.storage.checkpoints); here it stays with the generic extensions.
+_CHECKPOINT_EXTS = tuple(e for e in CHECKPOINT_EXTS if e != ".bin")
 _STEP_WORD_RE = re.compile(r"(step|epoch|iter|ckpt|checkpoint)[_-]?\d+", re.IGNORECASE)
 _MODEL_EXTS = (".onnx", ".gguf", ".ggml", ".h5", ".keras", ".tflite", ".mlmodel", ".engine")
 _GENERIC_EXTS = (".bin", ".pkl", ".pb", ".joblib")  # models only when the name says so
@@ -26,7 +29,7 @@ def classify(key: str) -> str:
     if name.endswith(_LOG_EXTS) or "tfevents" in name or "/logs/" in f"/{key.lower()}":
         return "log"
     named_model = any(word in name for word in _MODEL_WORDS)
-    if name.endswith(CHECKPOINT_EXTS):
+    if name.endswith(_CHECKPOINT_EXTS):
         return "model" if named_model and not _STEP_WORD_RE.search(name) else "checkpoint"
     if name.endswith(_MODEL_EXTS) or (name.endswith(_GENERIC_EXTS) and named_model):
         return "model"

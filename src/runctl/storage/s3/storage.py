@@ -18,7 +18,7 @@ from runctl.storage.s3.model import (
     WatchEvent,
     WatchPoll,
 )
-from runctl.storage.s3.review import classify, order_checkpoints, review_objects
+from runctl.storage.s3.review import review_objects
 from runctl.storage.s3.upload import _Uploads
 from runctl.storage.s3.uri import S3Uri, is_s3_uri, parse_uri
 
@@ -55,17 +55,31 @@ class S3Storage(_Uploads, _Downloads):
 
     # ------------------------------------------------------------------------- cleanup
 
-    def plan_cleanup(self, uri: S3Uri, keep_last_n: int) -> CleanupPlan:
-        """Which checkpoint objects under ``uri`` to keep and which to delete; no side effects."""
-        checkpoints = order_checkpoints(
-            [
-                o
-                for o in self.iter_objects(uri.bucket, uri.prefix)
-                if classify(o.key) == "checkpoint"
-            ]
-        )
-        cut = max(len(checkpoints) - keep_last_n, 0)
-        return CleanupPlan(uri, checkpoints[cut:], checkpoints[:cut])
+    def plan_cleanup(
+        self, uri: S3Uri, keep_last_n: int, named: tuple[str, ...] = ()
+    ) -> CleanupPlan:
+        """Which checkpoints under ``uri`` to keep and which to delete, whole (a directory
+        checkpoint with all its objects, a file with its sidecar JSON); no side effects.
+
+        The rules of ``checkpoint cleanup``: never the newest complete checkpoint, nor
+        last*/best*/final* unless ``named``, nor anything newer than the newest complete one.
+        """
+        from runctl.storage.checkpoints import plan_cleanup, rows_from_keys
+
+        prefix = uri.prefix if not uri.prefix or uri.prefix.endswith("/") else uri.prefix + "/"
+        objects = [(o.key, o.size, o.last_modified)
+                   for o in self.iter_objects(uri.bucket, prefix)]  # fmt: skip
+        found = rows_from_keys(prefix, objects)
+        doomed = plan_cleanup([k.row for k in found], keep_last_n, named, realpath=lambda p: p)
+
+        def info(row: Any) -> ObjectInfo:
+            key = str(row.path) + ("/" if row.kind != "file" else "")
+            return ObjectInfo(key, row.bytes, row.mtime)
+
+        keep = [info(k.row) for k in found if k.row not in doomed and not k.row.protected]
+        delete = [info(k.row) for k in found if k.row in doomed]
+        keys = [key for k in found if k.row in doomed for key in k.keys]
+        return CleanupPlan(uri, keep, delete, keys)
 
     # ------------------------------------------------------------------------- watch / review
 
