@@ -133,7 +133,7 @@ def test_hf_style_directories_over_ssh_list_info_resume_and_cleanup_whole(
         "print('resume=' + os.environ['RUNCTL_RESUME_FROM'],\n"
         "      'step=' + os.environ.get('RUNCTL_RESUME_STEP', ''), 'args=', sys.argv[1:])\n"
         "if sys.argv[1:]:\n"
-        "    print('isdir', os.path.isdir(sys.argv[2]))  # from the job's own cwd\n"
+        "    print('isdir', os.path.isdir(sys.argv[-1]))  # from the job's own cwd\n"
         "start = int(os.environ.get('RUNCTL_RESUME_STEP') or 0)\n"
         "for step in (start + 1, start + 2):\n"
         "    c = d / f'checkpoint-{step}'\n"
@@ -181,3 +181,4 @@ def test_hf_style_directories_over_ssh_list_info_resume_and_cleanup_whole(
                 cwd=project)  # fmt: skip
     assert named.returncode == 0, named.stderr
     assert f"resume={left[0]['path']} step=6" in named.stdout and "isdir True" in named.stdout
+    assert named.stdout.count("'--resume'") == 1  # replaces the earlier job's, not added

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from tests.conftest import CLI, job_id_of
 
 DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 124, 130}
-FAST = settings(max_examples=60, deadline=None,
+FAST = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
@@ -105,6 +106,33 @@ def test_job_commands_take_any_job_id(job: str, finished_job: str) -> None:
 
 
 @FAST
+@given(job=ids)
+def test_recovery_and_host_commands_take_any_id(job: str, finished_job: str) -> None:
+    check("recover", job)
+    check("hosts", "rm", job)
+    check("checkpoint", "resume", job)
+    check("get", job, "log")
+
+
+@FAST
+@given(machine=ids)
+def test_cloud_commands_take_any_machine_id(
+    machine: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No credentials anywhere: every call ends before the network (pytest-socket guards it).
+    for name in [n for n in os.environ if n.startswith(("AWS_", "RUNPOD_", "LYCEUM_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    check("aws", "status", machine)
+    check("aws", "monitor", machine)
+    check("runpod", "status", "--pod-id", machine)
+    check("lyceum", "status", "--vm-id", machine)
+
+
+@FAST
 @given(number=numbers)
 def test_numeric_options_take_any_number_text(number: str, finished_job: str) -> None:
     check("wait", finished_job, "--timeout", number)
@@ -114,6 +142,9 @@ def test_numeric_options_take_any_number_text(number: str, finished_job: str) ->
     check("hosts", "add", "h", "127.0.0.1", "--no-check", "--port", number)
     check("config", "set", "jobs.grace_s", number)
     check("config", "set", "ssh.connect_timeout_s", number)
+    check("checkpoint", "cleanup", ".", "--keep-last-n", number, "--dry-run")
+    check("jobs", "prune", "--older-than", number, "--dry-run")
+    check("jobs", "prune", "--keep", number, "--dry-run")
 
 
 @FAST
@@ -127,6 +158,12 @@ def test_paths_reach_get_and_checkpoints_safely(
     check("get", finished_job, path, "out/" + dest.lstrip("/").replace("..", "_"))
     check("checkpoint", "list", path)
     check("checkpoint", "info", path)
+    # Not HOST:path (DNS lookups of random names), nor anything reaching outside the
+    # sandbox (`transfer / out` would copy the whole disk).
+    inside = ":" not in path and not path.startswith(("/", "~")) and ".." not in path
+    if inside and path.strip("./ "):
+        check("transfer", path, "out/t")
+    check("transfer", f"job:{finished_job}:{path}", "out/t2")
 
 
 @FAST

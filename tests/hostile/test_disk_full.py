@@ -41,3 +41,18 @@ def test_full_disk_on_the_host_names_the_cause(
     done = cli("run", "--on", "ssh:full", "hello.py", cwd=project)
     assert_typed(done, 11, "No space left on device", "on full")
     assert "^^^" not in done.stderr
+
+
+def test_get_into_a_bad_destination_is_a_filesystem_error(
+    cli: CLI, tmpfs: Callable[..., Path], project: Path, tmp_path: Path
+) -> None:
+    job = job_id_of(cli("run", "hello.py", cwd=project))
+    assert cli("wait", job).returncode == 0
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    assert_typed(cli("get", job, "log", str(tmp_path / "loop1")), 11, "symbolic links")
+    ro = tmpfs("ro", ro=True)
+    assert_typed(cli("get", job, "log", str(ro / "x")), 11, "read-only file system")
+    disk = tmpfs("small", size="64k")
+    fill(disk)
+    assert_typed(cli("get", job, "log", str(disk / "x")), 11, "no space left on device")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,39 @@ def test_a_missing_requirement_goes_into_the_job_venv_and_torch_stays_the_hosts(
                 cwd=project, timeout=120)  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "requirements.txt unchanged" in again.stdout
+
+
+def test_hosts_add_names_the_cuda_build_of_torch(
+    cli: CLI, ssh_config: Path, sshd: object, remote_dir: str
+) -> None:
+    # A python whose torch is a CUDA 12.1 build (its metadata and version.py, as pip lays them
+    # out): the probe reads them without importing torch.
+    root = Path(tempfile.mkdtemp(prefix="runctl-cudatorch-", dir="/tmp"))
+    try:
+        site = root / "site"
+        (site / "torch").mkdir(parents=True)
+        (site / "torch" / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (site / "torch" / "version.py").write_text(
+            "from typing import Optional\n__version__ = '2.3.1+cu121'\n"
+            "cuda: Optional[str] = '12.1'\nhip: Optional[str] = None\n"
+        )
+        (site / "torch-2.3.1+cu121.dist-info").mkdir()
+        (site / "torch-2.3.1+cu121.dist-info" / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: torch\nVersion: 2.3.1+cu121\n"
+        )
+        python = root / "python"
+        python.write_text(f'#!/bin/sh\nPYTHONPATH={site} exec /usr/bin/python3 "$@"\n')
+        python.chmod(0o755)
+        for path in (root, *root.rglob("*")):  # readable by the ssh test user
+            path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o444))
+        done = cli("hosts", "add", "cudabox", "testhost", "--python", str(python),
+                   "--remote-dir", remote_dir, "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        facts = json.loads(done.stdout)
+        assert facts["torch"] == "2.3.1+cu121" and facts["torch_cuda"] == "12.1"
+        assert facts["python_env"] == "system"
+        text = cli("hosts", "add", "cudabox", "testhost", "--python", str(python),
+                   "--remote-dir", remote_dir, "--replace")  # fmt: skip
+        assert "torch 2.3.1+cu121 (CUDA 12.1)" in text.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -376,3 +376,42 @@ def test_every_command_that_starts_a_job_takes_secrets(cli: CLI, command: tuple[
     done = cli(*command, "--help")
     assert done.returncode == 0, done.stderr
     assert "--secret NAME" in done.stdout and "--env-file PATH" in done.stdout
+
+
+def test_malformed_env_and_env_file_errors_never_echo_a_value(
+    cli: CLI, job_project: Path, tmp_path: Path
+) -> None:
+    bad_env = cli("run", "--env", "MY-TOKEN=tok-echo-1", "show_env.py", cwd=job_project)
+    assert bad_env.returncode == 2 and "MY-TOKEN" in bad_env.stderr
+    env_file = tmp_path / "bad.env"
+    env_file.write_text('GOOD=1\nnot a line tok-echo-2\nQUOTED="tok-echo-3\n')
+    bad_file = cli("run", "--env-file", str(env_file), "show_env.py", cwd=job_project)
+    assert bad_file.returncode == 2 and f"{env_file}:2:" in bad_file.stderr
+    env_file.write_text('QUOTED="tok-echo-3\n')
+    unterminated = cli("run", "--env-file", str(env_file), "show_env.py", cwd=job_project)
+    assert unterminated.returncode == 2 and "unterminated" in unterminated.stderr
+    for done in (bad_env, bad_file, unterminated):
+        assert "tok-echo" not in done.stderr + done.stdout
+
+
+def test_an_env_file_in_the_usual_dotenv_forms_is_read_as_written(tmp_path: Path) -> None:
+    from runctl.core.secret_env import read_env_file
+
+    path = tmp_path / ".env"
+    path.write_text(
+        "# comment\n\n"
+        "export A_TOKEN=plain  # trailing comment\n"
+        "B='single $quoted # not a comment'\n"
+        'C="double \\"escaped\\"\\nnewline"\n'
+        'PEM="-----BEGIN KEY-----\nline2\n-----END KEY-----"\n'
+        "EMPTY=\n"
+        "SPACED = value with spaces \n"
+    )
+    assert read_env_file(path) == {
+        "A_TOKEN": "plain",
+        "B": "single $quoted # not a comment",
+        "C": 'double "escaped"\nnewline',
+        "PEM": "-----BEGIN KEY-----\nline2\n-----END KEY-----",
+        "EMPTY": "",
+        "SPACED": "value with spaces",
+    }

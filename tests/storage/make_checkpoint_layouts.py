@@ -26,7 +26,8 @@ def lightning(out: Path) -> None:
 
         def training_step(self, batch: list[torch.Tensor], _index: int) -> torch.Tensor:
             x, y = batch
-            return ((self.layer(x) - y) ** 2).mean()
+            loss: torch.Tensor = ((self.layer(x) - y) ** 2).mean()
+            return loss
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -63,8 +64,8 @@ def hf(out: Path) -> None:
 
 
 def accelerate(out: Path) -> None:
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate import Accelerator  # type: ignore[import-untyped]
+    from accelerate.utils import ProjectConfiguration  # type: ignore[import-untyped]
 
     project = ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=True)
     accelerator = Accelerator(project_config=project, cpu=True)
@@ -75,11 +76,11 @@ def accelerate(out: Path) -> None:
 
 
 def dcp(out: Path) -> None:
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
     for step in (10, 20):
         state = {"model": nn.Linear(4, 1).state_dict(), "step": step}
-        dcp.save(state, checkpoint_id=str(out / f"step_{step}"))
+        dcp_save(state, checkpoint_id=str(out / f"step_{step}"))
 
 
 def deepspeed(out: Path) -> None:

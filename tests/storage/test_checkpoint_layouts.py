@@ -165,16 +165,17 @@ def test_the_chosen_checkpoints_load_with_their_framework(layouts: Path, tmp_pat
     root = _copy(layouts, "dcp", tmp_path)
     chosen, _ = pick_resume(list_checkpoints(root))
     assert chosen is not None
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
     state = {"model": torch.nn.Linear(4, 1).state_dict(), "step": 0}
     with warnings.catch_warnings():  # "torch.distributed is disabled": one process, on purpose
         warnings.simplefilter("ignore")
-        dcp.load(state, checkpoint_id=str(chosen.resume_path))
+        dcp_load(state, checkpoint_id=str(chosen.resume_path))
     assert state["step"] == 20
     lightning = _copy(layouts, "lightning", tmp_path)
     chosen, _ = pick_resume(list_checkpoints(lightning))
     assert chosen is not None
+    assert chosen.resume_path is not None
     stored = torch.load(chosen.resume_path, map_location="cpu", weights_only=False)
     assert stored["global_step"] == chosen.step == 6
 
@@ -434,3 +435,30 @@ def test_hf_checkpoints_on_s3_list_info_and_cleanup_whole(
     assert left == ["checkpoint-6", "checkpoint-8", "config.json", "model.safetensors",
                     "training_args.bin"]  # fmt: skip
     assert len([o for o in keys["objects"] if "/checkpoint-6/" in o["key"]]) == 7
+
+
+def _oldest_python() -> str | None:
+    candidates = [shutil.which(n) for n in ("python3.8", "python3.9")]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.[89].*/bin/python3"))
+    for found in candidates:
+        if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+            return found
+    return None
+
+
+def test_the_agent_on_an_old_host_python_lists_the_same(layouts: Path) -> None:
+    """Hosts run the agent with their own python3 (3.8 and up): same rows, same order."""
+    python = _oldest_python()
+    if python is None:
+        pytest.skip("no python3.8/3.9 here")
+    agent_file = REPO / "src/runctl/agent/runctl_agent.py"
+    for framework in EXPECTED:
+        if not (layouts / framework).exists():
+            continue
+        argv = [python, str(agent_file), "checkpoints", "--dir", str(layouts / framework)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        theirs = [
+            (r["name"], r["kind"], r["step"], r["complete"]) for r in json.loads(done.stdout)
+        ]
+        assert theirs == _view(list_checkpoints(layouts / framework)), framework

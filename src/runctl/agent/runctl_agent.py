@@ -1013,6 +1013,12 @@ class Supervisor:
         if hidden - set(secrets):
             self.note("secrets not available here: " + ", ".join(sorted(hidden - set(secrets))))
         env.update(self.node_env)
+        # The job's output is a file. Progress bars there: tqdm redraws at most once a second
+        # (not ten times), and rich, Lightning's default bar wherever rich is importable, draws
+        # with carriage returns instead of nothing until the bar ends (`logs` shows each line's
+        # last state, `logs -f` on a terminal the moving bar). What the user sets wins.
+        for name in ("TQDM_MININTERVAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+            env.setdefault(name, "1")
         # Known before the setup steps: the checkpoint restore syncs into it.
         env["RUNCTL_CHECKPOINT_DIR"] = spec.get("checkpoint_dir", "")
         python = sys.executable or "python3"
@@ -1102,16 +1108,19 @@ class Supervisor:
         host = sys.executable
         have = installed_dists()
         try:
+            with open(req, "rb") as fh:
+                content = fh.read()
             unmet = unmet_requirements(req, have)
-        except (OSError, UnicodeDecodeError) as exc:
-            unmet = [f"(cannot read: {exc})"]
+        except UnicodeDecodeError:
+            unmet = ["(not UTF-8: pip reads it)"]
+        except OSError as exc:
+            self.note(f"cannot read requirements.txt: {exc.strerror}")
+            return host, 1
         if not unmet:
             self.note(f"requirements.txt already satisfied by {host}; installing nothing")
             return host, 0
-        with open(req, "rb") as fh:
-            digest = hashlib.sha256(
-                "\0".join((VENV_LAYOUT, host, "")).encode() + fh.read()
-            ).hexdigest()
+        layout = "\0".join((VENV_LAYOUT, host, "")).encode()
+        digest = hashlib.sha256(layout + content).hexdigest()
         venv = os.path.join(self.spec["base"], "venvs", self.spec.get("project") or "default")
         vpython = os.path.join(venv, "bin", "python")
         marker = os.path.join(venv, ".runctl-requirements.sha256")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import click
 
@@ -34,7 +34,8 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-            raise UsageError(f"invalid --env {pair!r}", hint="use --env NAME=VALUE")
+            # The name only: the value may be a secret, and errors end up in terminals/logs.
+            raise UsageError(f"invalid --env name {key!r}", hint="use --env NAME=VALUE")
         env[key] = value
     return env
 
@@ -247,14 +248,19 @@ def _checkpoint_store(uri: str | None, interval_s: float) -> dict[str, Any] | No
 
 
 def _follow_to_end(job: Job, *, cancel_on_interrupt: bool) -> Job:
+    from runctl.cli.logtext import log_writer
     from runctl.core import jobs as core
 
     rt = runtime()
     # Under --json stdout carries only the final JSON document; the live log goes to stderr.
-    out = sys.stderr.buffer if is_json() else binary_stdout()
+    stream = sys.stderr if is_json() else sys.stdout
+    out = log_writer(stream.buffer if is_json() else binary_stdout(), live=True,
+                     terminal=stream.isatty())  # fmt: skip
     try:
-        job, _ = core.follow(rt, job, out, progress)
+        job, _ = core.follow(rt, job, cast(BinaryIO, out), progress)
+        out.close()
     except KeyboardInterrupt:
+        out.close()
         if cancel_on_interrupt:
             progress(f"\ninterrupted: cancelling {job.job_id} ...")
             job = core.cancel(rt, job)
@@ -573,6 +579,7 @@ def show_log(
     ``extra``); otherwise it streams to stdout and Ctrl-C stops following, not the job.
     Shared by `logs` and the providers' `monitor` commands.
     """
+    from runctl.cli.logtext import CollapsedWriter, log_writer
     from runctl.core import jobs as core
 
     rt = runtime()
@@ -580,16 +587,23 @@ def show_log(
         import io
 
         buffer = io.BytesIO()
-        job, _ = core.follow(rt, job, buffer, progress, follow=follow, last_lines=last_lines)
+        collapsed = CollapsedWriter(buffer)  # progress bars as they last looked, plain text
+        job, _ = core.follow(rt, job, cast(BinaryIO, collapsed), progress, follow=follow,
+                             last_lines=last_lines)  # fmt: skip
+        collapsed.close()
         extra[log_key] = buffer.getvalue().decode(errors="replace")
         emit(job_json(job, **extra))
         return
+    # Only `-f` on a terminal shows bars moving; everything else gets each line's last state.
+    out = log_writer(binary_stdout(), live=follow, terminal=sys.stdout.isatty())
     try:
-        job, _ = core.follow(rt, job, binary_stdout(), progress, follow=follow,
+        job, _ = core.follow(rt, job, cast(BinaryIO, out), progress, follow=follow,
                              last_lines=last_lines)  # fmt: skip
     except KeyboardInterrupt:
+        out.close()
         progress(f"\nstopped following; {job.job_id} keeps running")
         sys.exit(0)
+    out.close()
     if follow:
         progress(f"{job.job_id} {job.state} (exit code {job.exit_code})")
 

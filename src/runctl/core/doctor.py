@@ -183,8 +183,11 @@ def _salvage_hosts(runtime: Runtime) -> Check:
     return Check("rebuild:hosts", OK, f"{saved} host(s) salvaged from {backups[-1].name}")
 
 
-def adopt_job_dirs(runtime: Runtime, provider: str, instance_id: str) -> list[str]:
-    """Index the job dirs the agent on a target has and the state database lacks."""
+def adopt_job_dirs(
+    runtime: Runtime, provider: str, instance_id: str, *, dry_run: bool = False
+) -> list[str]:
+    """Index the job dirs the agent on a target has and the state database lacks (with
+    ``dry_run`` only name them)."""
     from runctl.core import agent
     from runctl.core.targets import instance_of_job
 
@@ -203,6 +206,9 @@ def adopt_job_dirs(runtime: Runtime, provider: str, instance_id: str) -> list[st
             continue  # indexed under another target (a moved host alias)
         except RunctlError:
             pass
+        adopted.append(job_id)
+        if dry_run:
+            continue
         job = _job_from_dir(target.instance, job_id, entry)
         runtime.store.insert_job(job)
         status = entry.get("status") or {}
@@ -213,7 +219,6 @@ def adopt_job_dirs(runtime: Runtime, provider: str, instance_id: str) -> list[st
             exit_code=status.get("exit_code"),
             pid=status.get("agent_pid"),
         )
-        adopted.append(job_id)
     return adopted
 
 
@@ -311,9 +316,12 @@ def _check_host(runtime: Runtime, host: Host, fix: bool) -> Check:
     except ValueError:
         pass
     try:
-        adopted = adopt_job_dirs(runtime, "ssh", host.name) if fix else []
-        if adopted:
+        adopted = adopt_job_dirs(runtime, "ssh", host.name, dry_run=not fix)
+        if adopted and fix:
             notes.append(f"{len(adopted)} unindexed job dir(s) re-indexed")
+        elif adopted:
+            status = WARN
+            notes.append(f"{len(adopted)} job dir(s) not in the index (--fix re-indexes)")
     except RunctlError as exc:
         notes.append(f"job dirs not listed: {exc.message}")
     return Check(name, status, ", ".join(notes))

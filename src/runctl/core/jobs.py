@@ -354,6 +354,8 @@ def resubmit(
             )
         argv[0] = str(script)
     if resume_arg and resume_from:
+        if len(argv) >= 2 and argv[-2] == "--resume" and spec.get("resume_from") == argv[-1]:
+            del argv[-2:]  # the pair an earlier `--resume-arg` added: replaced, not repeated
         argv += ["--resume", resume_from]
     try:  # the values were never stored: read them again here
         secrets = secret_env.for_restart(spec, os.environ)

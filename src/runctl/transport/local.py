@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runctl.errors import TransportError
+from runctl.errors import TransportError, from_os_error
 from runctl.models import Completed
 from runctl.transport.base import Transport
 
@@ -59,7 +59,14 @@ class LocalTransport(Transport):
             else:
                 local_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, local_path, follow_symlinks=False)
-        except (OSError, shutil.Error) as exc:
+        except OSError as exc:
+            # A full disk, an unwritable or looping destination: the filesystem's failure
+            # (exit 11 / 5), named as such.
+            typed = from_os_error(exc, f"copying {source} to {local_path}")
+            if typed is not None:
+                raise typed from exc
+            raise TransportError(f"copying {source} to {local_path} failed: {exc}") from exc
+        except shutil.Error as exc:
             raise TransportError(f"copying {source} to {local_path} failed: {exc}") from exc
 
     def copy_to(self, local: Path, remote: str, *, compress: bool, resume: bool) -> None:

@@ -214,3 +214,25 @@ def test_two_node_job_waits_for_every_rank(cli: CLI, project: Path, slurm: Slurm
     wait_for_log(cli, job, "rank 0 done")
     assert cli("wait", job, "--timeout", "60").returncode == 4
     assert _status(cli, job)["state"] == "failed"
+
+
+def test_a_secret_reaches_a_slurm_job_and_is_gone_when_it_ends(
+    cli: CLI, project: Path, slurm: SlurmStand, runctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = "slurm-token-" + str(time.time_ns())
+    monkeypatch.setenv("HF_TOKEN", value)
+    (project / "show_token.py").write_text(
+        "import hashlib, os\n"
+        "print('sha', hashlib.sha256(os.environ['HF_TOKEN'].encode()).hexdigest())\n"
+    )
+    done = cli("run", "--on", "slurm:local", "--secret", "HF_TOKEN", "--follow", "show_token.py",
+               cwd=project)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import hashlib
+
+    assert f"sha {hashlib.sha256(value.encode()).hexdigest()}" in done.stdout
+    job = [j for j in json.loads(cli("jobs", "--json").stdout) if j["on"] == "slurm:local"][0]
+    job_dir = runctl_home / "slurm" / "jobs" / job["job_id"]
+    assert not (job_dir / "secrets.json").exists()
+    for path in [p for p in runctl_home.rglob("*") if p.is_file()]:
+        assert value.encode() not in path.read_bytes(), path
