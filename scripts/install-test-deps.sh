@@ -22,6 +22,11 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]' 'torch==2.13.0' numpy
+# Real training frameworks for tests/frameworks (tiny CPU models, offline). The constraint keeps
+# pip from replacing the CPU torch above; DS_BUILD_OPS=0: DeepSpeed compiles no ops at install.
+FRAMEWORKS=('lightning==2.6.6' 'transformers==5.25.0' 'accelerate==1.16.0' 'deepspeed==0.19.8')
+TORCH_PIN=$(mktemp) && echo 'torch==2.13.0' >"$TORCH_PIN"
+DS_BUILD_OPS=0 .venv/bin/pip install -q -c "$TORCH_PIN" "${FRAMEWORKS[@]}"
 # An editable install is not byte-compiled; where PYTHONDONTWRITEBYTECODE is set, every runctl
 # call would compile it again (~0.1 s). Compile once.
 .venv/bin/python -m compileall -q src >/dev/null
@@ -34,6 +39,11 @@ if [ "$(id -u)" = 0 ] && [ ! -x "$TORCH_VENV/bin/python" ]; then
   "$TORCH_VENV/bin/pip" install -q 'torch==2.13.0' numpy
   chmod -R a+rX "$TORCH_VENV"
 fi
+if [ "$(id -u)" = 0 ] && [ -x "$TORCH_VENV/bin/python" ]; then  # the same frameworks over SSH
+  DS_BUILD_OPS=0 "$TORCH_VENV/bin/pip" install -q -c "$TORCH_PIN" "${FRAMEWORKS[@]}"
+  chmod -R a+rX "$TORCH_VENV"
+fi
+rm -f "$TORCH_PIN"
 
 # `aws train --data-s3/--output-s3` tests run the AWS CLI as the SSH test user on the "host"
 # (tests/providers/aws/test_train.py); it talks to the moto server on 127.0.0.1.

@@ -200,7 +200,7 @@ def user_config_path() -> Path:
     env = os.environ.get("RUNCTL_CONFIG")
     if env:
         path = Path(env).expanduser()
-        if path.exists() and not path.is_file():
+        if (path.exists() or path.is_symlink()) and not path.is_file():
             raise ConfigError(
                 f"RUNCTL_CONFIG names {path}, which is not a file",
                 hint="point RUNCTL_CONFIG at a TOML file (e.g. .../runctl/config.toml)",

@@ -5,7 +5,7 @@ The CLI's single error handler prints ``Error: <message>`` and ``hint: <hint>`` 
 exits with ``exit_code``. Anything else escaping is a bug and shows a traceback only with
 ``RUNCTL_DEBUG=1``.
 
-Exit codes (stable, documented in docs/cli.md):
+Exit codes (stable, documented in README.md, "Exit codes"):
 
     0   success
     1   generic runctl error

@@ -50,12 +50,17 @@ def test_agent_and_library_agree_on_order(tmp_path: Path) -> None:
     _touch(tmp_path, "hf/checkpoint-9/model.safetensors", age_s=40)
     _touch(tmp_path, "dcp/step_30/.metadata", age_s=30)
     _touch(tmp_path, "dcp/step_30/__0_0.distcp", age_s=30)
+    _touch(tmp_path, "mine/checkpoint-7/weights.pt", age_s=45)  # not HF's: its own files
+    _touch(tmp_path, "hf/tmp-checkpoint-11/model.safetensors", age_s=35)  # renamed when done
+    (tmp_path / "hf/tmp-checkpoint-11/trainer_state.json").write_text('{"global_step": 11}')
     ours = [(str(c.path), c.kind, c.step, c.complete) for c in list_checkpoints(tmp_path)]
     theirs = agent.list_checkpoints(str(tmp_path))
     assert [(r["path"], r["kind"], r["step"], r["complete"]) for r in theirs] == ours
     assert [Path(p).name for p, *_ in ours] == [
-        "a_step_3.pt", "checkpoint-5", "ep7.safetensors", "checkpoint-9", "b_step_20.pth",
-        "z.ckpt", "step_30"]  # fmt: skip
+        "a_step_3.pt", "checkpoint-5", "ep7.safetensors", "checkpoint-7", "checkpoint-9",
+        "tmp-checkpoint-11", "b_step_20.pth", "z.ckpt", "step_30"]  # fmt: skip
+    assert [c for *_, c in ours][4:6] == [False, False]  # no trainer_state.json; tmp-
+    assert [k for _p, k, _s, _c in ours][3:5] == ["dir", "hf"]
 
 
 def test_cli_list_and_cleanup_local(cli: CLI, tmp_path: Path) -> None:

@@ -73,8 +73,8 @@ def test_mounts_env_names_and_command(agent: ModuleType, tmp_path: Path) -> None
     assert {"RUNCTL_JOB_ID", "WANDB_KEY", "MASTER_ADDR", "PYTHONUNBUFFERED"} <= set(names)
     assert "RUNCTL_HOME" not in names and "OTHER" not in names
     assert not any("=k" in a for a in argv)  # values stay out of the command line
-    assert argv[argv.index("img:1") :] == ["img:1", "python3", "sub/train.py", "--lr", "1e-3"]
+    assert argv[argv.index("img:1") :] == ["img:1", "python3", "./sub/train.py", "--lr", "1e-3"]
     shell = {**spec, "argv": ["run.sh", "x"]}
-    assert agent.docker_argv(shell, str(tmp_path), env, None)[-3:] == ["bash", "run.sh", "x"]
+    assert agent.docker_argv(shell, str(tmp_path), env, None)[-3:] == ["bash", "./run.sh", "x"]
     cmd = {**spec, "kind": "command", "argv": ["nvidia-smi"]}
     assert agent.docker_argv(cmd, str(tmp_path), env, None)[-2:] == ["img:1", "nvidia-smi"]

@@ -69,7 +69,7 @@ def test_run_in_container_keeps_job_semantics(cli: CLI, dockerd: Any, dproject: 
     command = state["command"]
     assert command[:3] == ["docker", "run", "--rm"] and "s3cr3t" not in " ".join(command)
     assert "--gpus" not in command  # no nvidia-smi on this host
-    assert command[command.index(image) + 1 :] == ["python3", "sub/where.py", "a b",
+    assert command[command.index(image) + 1 :] == ["python3", "./sub/where.py", "a b",
                                                     "$HOME; echo x"]  # fmt: skip
     # A second run resumes from the checkpoint the first one left.
     again = cli("run", "--docker-image", image, "--wait", "--json", "sub/where.py",

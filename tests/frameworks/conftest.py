@@ -35,9 +35,14 @@ def script_of(framework: str) -> str:
     return f"train_{framework}.py"
 
 
-def need_framework(framework: str) -> None:
+def need_framework(framework: str, python: str | None = None) -> None:
+    """Skip (fail in CI) unless ``framework`` is importable here, or by ``python`` (a venv's)."""
     module = MODULES[framework]
-    need(None if importlib.util.find_spec(module) else f"{module} is not installed")
+    if python is None:
+        found = importlib.util.find_spec(module) is not None
+    else:  # look, rather than start an interpreter and import it (seconds)
+        found = any(Path(python).parent.parent.glob(f"lib/python3*/site-packages/{module}"))
+    need(None if found else f"{module} is not installed for {python or 'this python'}")
 
 
 @pytest.fixture
@@ -86,5 +91,5 @@ def wait_for_step(cli: CLI, job: str, step: int, timeout: float = 120) -> str:
         if step in steps_of(answer["log"]):
             return str(answer["log"])
         assert answer["state"] in ("submitting", "starting", "setup", "running"), answer
-        time.sleep(0.2)
+        time.sleep(0.5)  # each look starts a CLI: spare the CPU the job is importing with
     pytest.fail(f"job {job} never reached step {step}: {cli('logs', job).stdout[-3000:]}")

@@ -3,6 +3,7 @@ a log (`logs`, `-n`, `--json`, a pipe) shows each bar as it last looked, one sho
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pty
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, job_id_of
+from tests.conftest import CLI, REPO, job_id_of, need
 from tests.frameworks.conftest import need_framework
 
 pytestmark = pytest.mark.slow
@@ -29,17 +30,23 @@ for _ in tqdm(range(400), mininterval=0, ncols=80):  # a redraw per item: one 30
     time.sleep(0.001)
 print("finished", flush=True)
 """
+AGENT = REPO / "src" / "runctl" / "agent" / "runctl_agent.py"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def test_tail_of_a_tqdm_job_is_two_short_lines(cli: CLI, fw_project: Path) -> None:
-    need_framework("hf_trainer")  # tqdm comes with it
+    need(None if importlib.util.find_spec("tqdm") else "tqdm is not installed")
     (fw_project / "bar.py").write_text(TQDM_JOB)
     job = job_id_of(cli("run", "--name", "bar", "bar.py", cwd=fw_project))
     assert cli("wait", job).returncode == 0, cli("logs", job).stdout
-    raw = Path(json.loads(cli("status", job, "--json").stdout)["job_dir"], "log").read_bytes()
+    job_dir = Path(json.loads(cli("status", job, "--json").stdout)["job_dir"])
+    raw = (job_dir / "log").read_bytes()
     assert max(len(line) for line in raw.split(b"\n")) > 8000  # what tqdm really wrote
 
+    # The host sends only each line's last state, not the 30 KB of redraws.
+    sent = subprocess.run([sys.executable, str(AGENT), "tail", "--job-dir", str(job_dir),
+                           "--last-lines", "2"], capture_output=True, check=True)  # fmt: skip
+    assert len(sent.stdout) < 400, sent.stdout
     tail = cli("logs", job, "-n", "2").stdout.splitlines()
     assert len(tail) == 2 and tail[1] == "finished", tail
     assert "400/400" in tail[0] and len(tail[0]) < 200, tail
@@ -108,3 +115,24 @@ def test_lightning_progress_moves_in_logs_follow(cli: CLI, fw_project: Path) -> 
     assert "\r" not in shown and "\x1b" not in shown, shown[-1000:]
     # The bar of the last epoch (4 batches left of 20 steps), once, as it last looked.
     assert re.search(r"^Epoch 2/-?\d+ .* 4/4 ", shown, re.MULTILINE), shown[-1000:]
+
+
+def test_bars_split_across_reads_still_show_their_last_state() -> None:
+    """The log arrives in arbitrary chunks: a line, a CR or an escape code may be cut."""
+    import io
+
+    from runctl.cli.logtext import CollapsedWriter, LiveWriter
+
+    raw = b"start\n 10%|#  | 1/10\r\x1b[?25l 20%|## | 2/10\r\x1b[2K\x1b[1mloss\x1b[0m 0.5\r\nend"
+    for size in (1, 2, 3, 7, len(raw)):
+        plain, coloured, live = io.BytesIO(), io.BytesIO(), io.BytesIO()
+        writers = (CollapsedWriter(plain), CollapsedWriter(coloured, keep_colour=True),
+                   LiveWriter(live))  # fmt: skip
+        for start in range(0, len(raw), size):
+            for writer in writers:
+                writer.write(raw[start : start + size])
+        for writer in writers:
+            writer.close()
+        assert plain.getvalue() == b"start\nloss 0.5\nend"
+        assert coloured.getvalue() == b"start\n\x1b[1mloss\x1b[0m 0.5\nend"
+        assert live.getvalue() == raw.replace(b"\x1b[?25l", b"")

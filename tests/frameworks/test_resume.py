@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import CLI, job_id_of
 from tests.frameworks.conftest import (
+    REMOTE_PYTHON,
     checkpoint_rows,
     need_framework,
     resumed_of,
@@ -68,9 +69,9 @@ def _story(cli: CLI, project: Path, framework: str, on: list[str]) -> None:
 
     # The same command again: the framework loads the kept checkpoint and carries on.
     second = job_id_of(cli(*command, cwd=project))
-    waited = cli("wait", second, timeout=300)
-    log = cli("logs", second).stdout
-    assert waited.returncode == 0, log[-3000:]
+    followed = json.loads(cli("logs", second, "--follow", "--json", timeout=300).stdout)
+    log = followed["log"]
+    assert followed["state"] == "succeeded", log[-3000:]
     resumed = resumed_of(log)
     assert resumed is not None, log[-3000:]
     assert resumed == (resume_row["resume_path"], newest["step"]), (resumed, resume_row)
@@ -95,4 +96,5 @@ def test_cancelled_local_training_resumes_from_newest_checkpoint(
 def test_cancelled_ssh_training_resumes_from_newest_checkpoint(
     cli: CLI, fw_project: Path, torch_host: str, framework: str
 ) -> None:
+    need_framework(framework, REMOTE_PYTHON)
     _story(cli, fw_project, framework, ["--on", torch_host])

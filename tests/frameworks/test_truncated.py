@@ -7,15 +7,30 @@ must not be handed it: it resumes from the previous one and its log says which w
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CLI, REPO, job_id_of
-from tests.frameworks.conftest import checkpoint_rows, need_framework, resumed_of, steps_of
+from tests.frameworks.conftest import (
+    REMOTE_PYTHON,
+    checkpoint_rows,
+    need_framework,
+    resumed_of,
+    steps_of,
+)
 
 pytestmark = pytest.mark.slow
+
+
+def _run_to_end(cli: CLI, command: list[str], cwd: Path) -> tuple[str, str]:
+    """Start ``command`` and follow it to its end (it must succeed): (job id, log)."""
+    job = job_id_of(cli(*command, cwd=cwd))
+    followed = json.loads(cli("logs", job, "--follow", "--json", timeout=300).stdout)
+    assert followed["state"] == "succeeded", followed["log"][-3000:]
+    return job, str(followed["log"])
 
 
 def _skip_line(log: str) -> str:
@@ -31,15 +46,12 @@ def test_truncated_newest_torch_checkpoint_is_skipped_on_resume(cli: CLI, tmp_pa
     (project / "pyproject.toml").write_text("[project]\nname = 'plain'\n")
     (project / "train.py").write_text((REPO / "examples" / "train_mnist.py").read_text())
     command = ["run", "--name", "trunc", "train.py", "--", "--epochs", "2", "--samples", "400"]
-    first = job_id_of(cli(*command, cwd=project))
-    assert cli("wait", first, timeout=300).returncode == 0, cli("logs", first).stdout
+    first, _ = _run_to_end(cli, command, project)
     newest = Path(checkpoint_rows(cli, first)[-1]["path"])
     assert newest.name == "ckpt_epoch_0002.pt"
     os.truncate(newest, newest.stat().st_size // 2)  # the crash: the file is cut short
 
-    second = job_id_of(cli(*command, cwd=project))
-    assert cli("wait", second, timeout=300).returncode == 0, cli("logs", second).stdout
-    log = cli("logs", second).stdout
+    _, log = _run_to_end(cli, command, project)
     assert "at epoch 1" in log and "epoch 2/2" in log, log
     line = _skip_line(log)
     assert "ckpt_epoch_0002.pt" in line and "ckpt_epoch_0001.pt" in line, line
@@ -49,11 +61,10 @@ def test_truncated_newest_torch_checkpoint_is_skipped_on_resume(cli: CLI, tmp_pa
 def test_half_written_hf_checkpoint_on_ssh_host_is_skipped_on_resume(
     cli: CLI, fw_project: Path, torch_host: str
 ) -> None:
-    need_framework("hf_trainer")
+    need_framework("hf_trainer", REMOTE_PYTHON)
     command = ["run", "--name", "trunc-hf", "--on", torch_host, "train_hf_trainer.py", "--",
                "--steps", "8", "--save-every", "4"]  # fmt: skip
-    first = job_id_of(cli(*command, cwd=fw_project))
-    assert cli("wait", first, timeout=300).returncode == 0, cli("logs", first).stdout
+    first, _ = _run_to_end(cli, command, fw_project)
     newest = Path(checkpoint_rows(cli, first)[-1]["path"])
     assert newest.name == "checkpoint-8", newest
     # The crash: the SSH host is this machine, so the test (root) can damage it in place.
@@ -61,9 +72,7 @@ def test_half_written_hf_checkpoint_on_ssh_host_is_skipped_on_resume(
     optimizer = newest / "optimizer.pt"
     os.truncate(optimizer, optimizer.stat().st_size // 2)
 
-    second = job_id_of(cli(*command, cwd=fw_project))
-    assert cli("wait", second, timeout=300).returncode == 0, cli("logs", second).stdout[-3000:]
-    log = cli("logs", second).stdout
+    _, log = _run_to_end(cli, command, fw_project)
     resumed = resumed_of(log)
     assert resumed is not None and resumed[0].endswith("/checkpoint-4"), log[-3000:]
     assert steps_of(log) == [5, 6, 7, 8], log[-3000:]

@@ -65,3 +65,17 @@ def assert_typed(done: subprocess.CompletedProcess[str], code: int, *needles: st
     assert "hint: " in done.stderr, done.stderr
     for needle in needles:
         assert needle in done.stderr, done.stderr
+
+
+def assert_final_job_answers_fast(
+    cli: object, job: str, env: dict[str, str] | None = None
+) -> None:
+    """`status`, `logs`, `wait` and `top --json` about a finished job: each within 5 s."""
+    import time
+
+    for argv in (["status", job], ["logs", job], ["wait", job], ["top", "--json"]):
+        started = time.monotonic()
+        done = cli(*argv, env=env)  # type: ignore[operator]
+        took = time.monotonic() - started
+        assert took < 5, f"`runctl {' '.join(argv)}` took {took:.1f}s"
+        assert "Traceback" not in done.stderr and done.returncode != 70, done.stderr

@@ -8,7 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CLI, job_id_of, wait_for_log
+from tests.hostile.conftest import assert_final_job_answers_fast
 
 WORKER = """\
 import subprocess, sys, time
@@ -27,9 +30,21 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def test_killing_the_agent_stops_the_job_and_marks_it_lost(cli: CLI, project: Path) -> None:
+@pytest.fixture(params=["local", "ssh"])
+def on(request: pytest.FixtureRequest, cli: CLI) -> list[str]:
+    if request.param == "local":
+        return []
+    request.getfixturevalue("ssh_config")
+    remote = f".runctl-death-{os.urandom(3).hex()}"
+    assert cli("hosts", "add", "box", "testhost", "--remote-dir", remote).returncode == 0
+    return ["--on", "ssh:box"]
+
+
+def test_killing_the_agent_stops_the_job_and_marks_it_lost(
+    cli: CLI, project: Path, on: list[str]
+) -> None:
     (project / "worker.py").write_text(WORKER)
-    job = job_id_of(cli("run", "worker.py", cwd=project))
+    job = job_id_of(cli("run", *on, "worker.py", cwd=project))
     wait_for_log(cli, job, "ready")
     info = json.loads(cli("status", job, "--json").stdout)
     job_dir = Path(info["job_dir"])
@@ -46,6 +61,7 @@ def test_killing_the_agent_stops_the_job_and_marks_it_lost(cli: CLI, project: Pa
     assert not _alive(job_pid), "the job kept running without its agent"
     assert not _alive(helper_pid), "a process of the job's group kept running"
     assert json.loads(cli("status", job, "--json").stdout)["state"] == "lost"
+    assert_final_job_answers_fast(cli, job)
     note = "the agent supervising this job died"
     while note not in (job_dir / "log").read_text() and time.monotonic() < deadline + 5:
         time.sleep(0.1)

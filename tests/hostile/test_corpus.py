@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.conftest import CLI, job_id_of
 
 DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 124, 130}
-FAST = settings(max_examples=300, deadline=None,
+FAST = settings(max_examples=30, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)

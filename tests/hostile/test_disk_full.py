@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI, job_id_of
-from tests.hostile.conftest import assert_typed, fill
+from tests.hostile.conftest import assert_final_job_answers_fast, assert_typed, fill
 
 
 def test_full_local_disk_is_a_typed_error(
@@ -24,7 +24,7 @@ def test_full_local_disk_is_a_typed_error(
     assert_typed(done, 11, "no space left on device")
     assert_typed(cli("jobs"), 11, "no space left on device")
     (disk / "filler").unlink()
-    # Space back: runctl works again, and the refused run left no half-made job behind.
+    # Space back: runctl works again.
     assert cli("wait", job_id_of(cli("run", "hello.py", cwd=project))).returncode == 0
 
 
@@ -41,6 +41,7 @@ def test_full_disk_on_the_host_names_the_cause(
     done = cli("run", "--on", "ssh:full", "hello.py", cwd=project)
     assert_typed(done, 11, "No space left on device", "on full")
     assert "^^^" not in done.stderr
+    assert_final_job_answers_fast(cli, job_id_of(first))
 
 
 def test_get_into_a_bad_destination_is_a_filesystem_error(

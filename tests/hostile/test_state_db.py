@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI, job_id_of
-from tests.hostile.conftest import assert_typed
+from tests.hostile.conftest import assert_final_job_answers_fast, assert_typed
 
 
 def _make_db(cli: CLI, home: Path) -> Path:
@@ -53,10 +54,20 @@ def test_truncated_state_db_is_corrupt_not_a_bug(
         assert_typed(done, 10, "corrupt")
 
 
-def test_empty_state_db_starts_a_fresh_index(cli: CLI, runctl_home: Path) -> None:
-    runctl_home.mkdir(parents=True)
+def test_emptied_state_db_starts_fresh_and_doctor_reindexes(
+    cli: CLI, runctl_home: Path, project: Path
+) -> None:
+    job = job_id_of(cli("run", "hello.py", cwd=project))
+    assert cli("wait", job).returncode == 0
+    for name in ("state.db-wal", "state.db-shm"):
+        (runctl_home / name).unlink(missing_ok=True)
     (runctl_home / "state.db").write_bytes(b"")
-    assert cli("jobs").returncode == 0
+    assert cli("jobs", "--json").stdout.strip() == "[]"  # an empty file is a fresh index
+    checked = cli("doctor")
+    assert "1 local job dir(s) not in the index" in checked.stdout, checked.stdout
+    assert cli("doctor", "--fix").returncode == 0
+    [row] = json.loads(cli("jobs", "--json").stdout)
+    assert row["job_id"] == job and row["state"] == "succeeded"
 
 
 def test_a_foreign_sqlite_file_is_not_taken_for_ours(cli: CLI, runctl_home: Path) -> None:
@@ -80,7 +91,9 @@ def test_state_db_from_a_newer_runctl_asks_for_an_upgrade(cli: CLI, runctl_home:
 
 
 def test_locked_state_db_names_the_holder(cli: CLI, runctl_home: Path, project: Path) -> None:
-    db = _make_db(cli, runctl_home)
+    finished = job_id_of(cli("run", "hello.py", cwd=project))
+    assert cli("wait", finished).returncode == 0
+    db = runctl_home / "state.db"
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sqlite3, sys, time\n"
@@ -97,6 +110,9 @@ def test_locked_state_db_names_the_holder(cli: CLI, runctl_home: Path, project: 
         done = cli("run", "hello.py", cwd=project, env={"RUNCTL_DB_TIMEOUT_S": "1"})
         assert time.monotonic() - started < 10
         assert_typed(done, 10, "locked", f"pid {holder.pid}")
+        # Reading about a finished job needs no write lock: it still answers, fast.
+        assert_final_job_answers_fast(cli, finished, env={"RUNCTL_DB_TIMEOUT_S": "1"})
+        assert cli("status", finished).returncode == 0
     finally:
         holder.kill()
         holder.communicate()

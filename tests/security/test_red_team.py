@@ -350,3 +350,31 @@ def test_local_get_copies_links_as_links_and_reads_nothing_outside(
         assert refused.returncode == 2, (path, refused.stderr)
         assert "outside" in refused.stderr
     assert not (tmp_path / "stolen").exists()
+
+
+def test_hosts_add_replace_with_a_new_key_closes_the_old_entrys_master(
+    cli: CLI, ssh_config: Path, sshd: object, runctl_home: Path, tmp_path: Path, remote_dir: str
+) -> None:
+    added = cli("hosts", "add", "box", *_direct(sshd, remote_dir, sshd.key))  # type: ignore[attr-defined]
+    assert added.returncode == 0, added.stderr
+    [old] = _sockets(runctl_home)
+    new_key = tmp_path / "new_key"
+    shutil.copy(sshd.key, new_key)  # type: ignore[attr-defined]
+    new_key.chmod(0o600)
+    try:
+        # The entry now logs in with another key: the old identity's session must not
+        # linger for ControlPersist (up to 10 minutes) after the user replaced it.
+        done = cli("hosts", "add", "box", "--replace", *_direct(sshd, remote_dir, new_key))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 5
+        while os.path.lexists(old) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.lexists(old)
+        assert len(_sockets(runctl_home)) == 1  # the new entry's own master
+        # Replacing with the same identity keeps the master it just checked with.
+        [current] = _sockets(runctl_home)
+        done = cli("hosts", "add", "box", "--replace", *_direct(sshd, remote_dir, new_key))
+        assert done.returncode == 0, done.stderr
+        assert _sockets(runctl_home) == [current]
+    finally:
+        cli("hosts", "rm", "box")

@@ -342,6 +342,11 @@ def test_cli_info_on_files_and_directories(cli: CLI, layouts: Path, tmp_path: Pa
     info = json.loads(cli("checkpoint", "info", str(dcp / "step_20"), "--json").stdout)
     assert (info["kind"], info["step"], info["source"]) == ("dcp", 20, ".metadata")
     assert info["tensor_elements"] == 5  # Linear(4, 1): 4 weights + 1 bias
+    deepspeed = _copy(layouts, "deepspeed", tmp_path)  # the save dir: what `latest` names
+    info = json.loads(cli("checkpoint", "info", str(deepspeed), "--json").stdout)
+    assert (info["path"], info["step"], info["resume_path"]) == (
+        str(deepspeed / "global_step4"), 4, str(deepspeed))  # fmt: skip
+    assert info["source"] == "mp_rank_00_model_states.pt"
     lightning = _copy(layouts, "lightning", tmp_path)
     info = json.loads(cli("checkpoint", "info", str(lightning / "last.ckpt"), "--json").stdout)
     assert (info["global_step"], info["epoch"], info["source"]) == (6, 1, "torch")

@@ -121,7 +121,11 @@ _STEP_RE = re.compile(r"(?:^|[^a-z])(?:step|iteration|iter|checkpoint|ckpt)[=_-]
 _EPOCH_RE = re.compile(r"(?:^|[^a-z])(?:epoch|ep)[=_-]?(\d+)", re.I)
 _NUM_RE = re.compile(r"\d+")
 _LIGHTNING_VERSION_RE = re.compile(r"-v\d+$")  # Lightning's suffix for a name already taken
-_HF_RE = re.compile(r"checkpoint-\d+$")
+_HF_RE = re.compile(r"(?:tmp-)?checkpoint-\d+$")  # tmp-: some versions write, then rename
+_HF_FILE_RE = re.compile(
+    r"(?:config\.json|training_args\.bin|optimizer\.pt|scheduler\.pt|rng_state.*\.pth"
+    r"|(?:adapter_)?model.*\.safetensors(?:\.index\.json)?|pytorch_model.*\.bin)$"
+)
 _ACCELERATE_RE = re.compile(r"checkpoint_\d+$")
 _ACCELERATE_FILE_RE = re.compile(r"(?:optimizer|scheduler|sampler)(?:_\d+)?\.bin$")
 _RNG_RE = re.compile(r"random_states_\d+\.pkl$")
@@ -166,7 +170,9 @@ def dir_kind(name: str, files: list, parent_files: list) -> str | None:
     """The framework layout of a directory, or None when it is not one checkpoint."""
     if ".metadata" in files:
         return "dcp"
-    if "trainer_state.json" in files or _HF_RE.match(name):
+    if "trainer_state.json" in files or (
+        _HF_RE.match(name) and (not files or any(_HF_FILE_RE.match(f) for f in files))
+    ):  # a HF Trainer checkpoint, maybe still being written (its files come first)
         return "hf"
     if _DEEPSPEED_RE.match(name) and (
         "latest" in parent_files or any(f.endswith(("model_states.pt", "optim_states.pt"))
@@ -309,6 +315,8 @@ def _dir_row(path: str, kind: str, files: list) -> dict:
         state = _read_json(os.path.join(path, "trainer_state.json"))
         if not state:
             problem = "no trainer_state.json (still being written?)"
+        elif os.path.basename(path).startswith("tmp-"):
+            problem = "temporary directory (still being written)"
         inside = {"step": state.get("global_step"), "epoch": state.get("epoch")}
     elif kind == "accelerate":
         if not any(_RNG_RE.match(f) for f in files):
@@ -351,7 +359,7 @@ def _apply_meta(row: dict, inside: dict, sidecar: dict, problem: str | None) -> 
     """Metadata wins over the name: a sidecar JSON first, then what the checkpoint stores."""
     for source in (inside, sidecar):
         step = source.get("global_step", source.get("step"))
-        if _is_number(step):
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
             row["step"] = int(step)
         if _is_number(source.get("epoch")):
             row["epoch"] = source["epoch"]
@@ -465,7 +473,7 @@ def pick_resume(rows: list) -> tuple:
     holds the final model.safetensors, which `resume_from_checkpoint` cannot take).
     """
     pool = [r for r in rows if r["kind"] in FRAMEWORK_KINDS] or rows
-    skipped = []
+    skipped: list = []
     for row in reversed(pool):
         if row["complete"] and not still_changing([row]):
             return row, skipped
@@ -605,6 +613,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             spec[key] = os.path.abspath(os.path.expanduser(spec[key]))
     if spec.get("resume_from"):  # a checkpoint a job wrote into a since-removed code version
         spec["resume_from"] = _relocated(spec["resume_from"])
+        # absolute here: `supervise` may run elsewhere (Slurm), the job in its code dir
+        spec["resume_from"] = os.path.abspath(os.path.expanduser(spec["resume_from"]))
     if spec.get("code_dir"):
         # Run in the code version that is current now; later syncs while this job runs get
         # a new version (see cmd_prepare_sync), so the job's code never changes under it.
@@ -877,6 +887,9 @@ def host_site_dirs() -> list:
 
 # ---------------------------------------------------------------- supervise
 
+# Set to "1" for every job unless already set: its output is a file, not a terminal (see run).
+PROGRESS_ENV = ("TQDM_MININTERVAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
 
 class Supervisor:
     """Runs one job: optional setup, the command, signal forwarding, heartbeat, exit code."""
@@ -1017,7 +1030,7 @@ class Supervisor:
         # (not ten times), and rich, Lightning's default bar wherever rich is importable, draws
         # with carriage returns instead of nothing until the bar ends (`logs` shows each line's
         # last state, `logs -f` on a terminal the moving bar). What the user sets wins.
-        for name in ("TQDM_MININTERVAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        for name in PROGRESS_ENV:
             env.setdefault(name, "1")
         # Known before the setup steps: the checkpoint restore syncs into it.
         env["RUNCTL_CHECKPOINT_DIR"] = spec.get("checkpoint_dir", "")
@@ -1337,19 +1350,24 @@ def docker_argv(
     job_vars = {k for k in env if k.startswith("RUNCTL_") and k != "RUNCTL_HOME"}
     secret_names = set(spec.get("secrets") or [])
     names = sorted(set(spec.get("env") or {}) | secret_names | set(node_env or {}) | job_vars)
-    for name in names + ["PYTHONUNBUFFERED"]:
+    for name in names + ["PYTHONUNBUFFERED", *PROGRESS_ENV]:
         argv += ["-e", name]
     argv += [str(a) for a in opts.get("args") or []]
     argv.append(str(opts["image"]))
     command = [str(a) for a in spec["argv"]]
     if spec.get("kind") == "script":
         script = command[0]
+        path = os.path.join(workdir, script)
+        if not os.path.isabs(script):
+            # "./" so that a file named "-c<code>#.py" is read as a path, never as an option
+            # of python or bash (issue 17; as in build_argv).
+            script = "./" + script
         if script.endswith(".py"):
-            command = [str(opts.get("python") or "python3")] + command
-        elif script.endswith(".sh") and not os.access(os.path.join(workdir, script), os.X_OK):
-            command = ["bash"] + command
+            command = [str(opts.get("python") or "python3"), script] + command[1:]
+        elif script.endswith(".sh") and not os.access(path, os.X_OK):
+            command = ["bash", script] + command[1:]
         else:
-            command = ["./" + script] + command[1:]
+            command = [script] + command[1:]
     return argv + command
 
 
@@ -1719,8 +1737,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 0
     with fh:
         if args.last_lines:
-            offset = _offset_of_last_lines(fh, args.last_lines)
-            sys.stderr.write(f"RUNCTL-OFFSET {offset}\n")
+            start = _offset_of_last_lines(fh, args.last_lines)
+            offset = fh.seek(0, os.SEEK_END)
+            window = _last_states(fh, start, offset)
+            # The caller adds what it received to this, which makes the file offset where the
+            # stream goes on: the lines printed stand for all of [start, offset).
+            sys.stderr.write(f"RUNCTL-OFFSET {offset - len(window)}\n")
+            out.write(window)
+            out.flush()
         fh.seek(offset)
         misses = 0
         while True:
@@ -1748,6 +1772,29 @@ def cmd_tail(args: argparse.Namespace) -> int:
             time.sleep(0.1)
     sys.stderr.write(f"RUNCTL-END {json.dumps(_job_status(job_dir))}\n")
     return 0
+
+
+def _last_state(line: bytes) -> bytes:
+    """``line`` from its last carriage return on (CRs that end it do not count): a progress
+    bar redraws its line with CRs, and a terminal shows only the last state."""
+    return line[line.rstrip(b"\r").rfind(b"\r") + 1 :]
+
+
+def _last_states(fh: object, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the open log with each line cut to its last state (a tqdm bar
+    is one "line" of thousands of states). Only the newest state is kept while reading."""
+    fh.seek(start)  # type: ignore[attr-defined]
+    lines: list = []
+    line, left = b"", end - start
+    while left > 0:
+        block = fh.read(min(65536, left))  # type: ignore[attr-defined]
+        if not block:
+            break
+        left -= len(block)
+        parts = (line + block).split(b"\n")
+        line = _last_state(parts.pop())
+        lines.extend(_last_state(part) + b"\n" for part in parts)
+    return b"".join(lines) + line
 
 
 def _offset_of_last_lines(fh: object, count: int) -> int:

@@ -168,7 +168,8 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
 
         repository = _ecr_repository(script, project_name)
         request.docker = docker_request(docker_opts, is_local=False, region=session.region,
-                                        repository=repository) or {}  # fmt: skip
+                                        repository=repository, argv=request.argv,
+                                        includes=includes) or {}  # fmt: skip
         login = ecr_login_command(request.docker["image"], cfg.get("aws.host_cli"),
                                   cfg.get("aws.endpoint_url"))  # fmt: skip
         request.pre_commands = [*login, *request.pre_commands]

@@ -101,8 +101,9 @@ _HELP = """List, inspect, prune and resume from checkpoints.
 A checkpoint is a file (.pt .pth .ckpt .safetensors .bin) or a directory as the frameworks
 write them: Lightning (epoch=E-step=S.ckpt, last.ckpt), HF Trainer (checkpoint-<step>/),
 Accelerate (checkpoint_<n>/), torch DCP (a directory with .metadata), DeepSpeed
-(global_step<N>/ + latest), Orbax (<step>/). Newest last, by step, else epoch, else time;
-incomplete ones (still being written, truncated) are never resumed from or deleted.
+(global_step<N>/ + latest), Orbax (<step>/). Newest last, by step, else epoch, else time.
+An incomplete one (still being written, truncated) is never resumed from, and cleanup never
+deletes one newer than the newest complete checkpoint.
 
 A job gets RUNCTL_CHECKPOINT_DIR (write checkpoints there), RUNCTL_RESUME_FROM (the newest
 complete checkpoint as its framework's resume API takes it, an absolute path, empty when

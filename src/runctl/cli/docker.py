@@ -6,42 +6,70 @@ Also the glue behind ``runctl run --docker/--docker-image`` and ``aws train --do
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from runctl.cli.output import emit, json_option, progress, runtime
 from runctl.errors import UsageError
 
+if TYPE_CHECKING:
+    from runctl.core.sync_scope import Scope
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _project_root(project_dir: str | None) -> Path:
-    from runctl.core.sync_select import find_project_root
+def _project_scope(project_dir: str | None) -> Scope:
+    """The tree ``docker build`` sends: the project around DIR (default: the current one).
+
+    Outside any project only a named ``--project-dir`` is built from, as ``--project-root``
+    is for sync: the current directory might be the home directory.
+    """
+    from runctl.core.sync_scope import Scope
+    from runctl.core.sync_select import find_project
 
     start = Path(project_dir) if project_dir else Path.cwd()
     if not start.is_dir():
         raise UsageError(f"not a directory: {start}")
-    return find_project_root(start)
+    found = find_project(start)
+    if found.kind != "none":
+        return Scope(found.path, [], "project", None)
+    if project_dir is None:
+        raise UsageError(
+            f"no project here: {found.path} and the directories above it have no .git or "
+            "project marker",
+            hint="give --project-dir DIR to build from that directory, or add a "
+            "pyproject.toml / requirements.txt / .runctl.toml",
+        )
+    return Scope(found.path, [], "explicit", None)
 
 
 def _build(
-    root: Path,
+    scope: Scope,
+    includes: Sequence[str],
     tag: str | None,
     dockerfile: str | None,
     base_image: str | None,
     build_args: tuple[str, ...],
 ) -> dict[str, Any]:
-    from runctl.core import docker
+    """Build ``scope``'s image from exactly the files sync would send for it."""
+    from runctl.core import docker, sync
 
-    cfg = runtime().config
+    rt = runtime()
+    cfg = rt.config
+    root = scope.root
     image = tag or docker.default_tag(root)
+    tree = sync.scan_tree(
+        rt, root, includes, script=scope.script, script_only=scope.mode == "script"
+    )
+    progress("docker build context:" + sync.summary(tree, scope.script).removeprefix("sync:"))
     progress(f"building {image} from {root} ...")
     result = docker.build(
         root,
         image,
+        sorted(tree.manifest.files),
         dockerfile=dockerfile,
         base_image=base_image or str(cfg.get("docker.base_image")),
         network=str(cfg.get("docker.network")),
@@ -54,6 +82,8 @@ def _build(
         "dockerfile": result.dockerfile,
         "generated": result.generated,
         "project_root": str(root),
+        "context_files": len(tree.manifest.files),
+        "excluded_secrets": list(tree.secrets),
         "seconds": round(result.seconds, 2),
     }
 
@@ -167,6 +197,14 @@ _build_options = [
         metavar="DIR",
         help="Where the project is (default: the current directory's project root).",
     ),
+    click.option(
+        "--include",
+        "includes",
+        multiple=True,
+        metavar="PATTERN",
+        help="Put this ignored path in the build context too, as for sync (gitignore "
+        "syntax; repeatable). Secret-looking paths need an include naming them.",
+    ),
 ]
 
 _push_options = [
@@ -201,15 +239,22 @@ def docker_build(
     base_image: str | None,
     build_args: tuple[str, ...],
     project_dir: str | None,
+    includes: tuple[str, ...],
     push_: bool,
     repository: str | None,
     registry: str | None,
     region: str | None,
 ) -> None:
-    """Build the project's image (its Dockerfile, or a generated one)."""
+    """Build the project's image (its Dockerfile, or a generated one).
+
+    The build context is what sync would send: ignored files and secret-looking paths
+    (keys, credentials, .env) stay out unless --include brings them; .dockerignore applies
+    on top.
+    """
     if (repository or registry) and not push_:
         raise UsageError("--repository/--registry only apply with --push")
-    data = _build(_project_root(project_dir), tag, dockerfile, base_image, build_args)
+    scope = _project_scope(project_dir)
+    data = _build(scope, includes, tag, dockerfile, base_image, build_args)
     if push_:
         data["push"] = push_image(
             data["image"], repository=repository, registry=registry, tag=None, region=region
@@ -240,17 +285,17 @@ def docker_build_push(
     base_image: str | None,
     build_args: tuple[str, ...],
     project_dir: str | None,
+    includes: tuple[str, ...],
     repository: str | None,
     registry: str | None,
     region: str | None,
 ) -> None:
     """Build the project's image and push it (ECR repository created when missing)."""
-    root = _project_root(project_dir)
     if not repository and not registry and not (tag and "/" in tag):
         raise UsageError(
             "where to push?", hint="give --repository NAME (ECR) or --registry HOST[:PORT]"
         )
-    data = _build(root, tag, dockerfile, base_image, build_args)
+    data = _build(_project_scope(project_dir), includes, tag, dockerfile, base_image, build_args)
     data["push"] = push_image(
         data["image"], repository=repository, registry=registry, tag=None, region=region
     )
@@ -261,13 +306,17 @@ def docker_request(
     opts: dict[str, Any],
     *,
     is_local: bool,
+    argv: Sequence[str],
+    kind: str = "script",
+    includes: Sequence[str] = (),
     repository: str | None = None,
     region: str | None = None,
 ) -> dict[str, Any] | None:
     """``SubmitRequest.docker`` for --docker/--docker-image; None when neither is given.
 
-    ``--docker`` alone builds the project's image here; a remote host then needs it pushed:
-    to ECR ``repository`` (aws train) or the ``docker.registry`` config key.
+    ``--docker`` alone builds the project's image here, from the files the job's sync sends
+    (``argv``'s scope, ``includes``, ``opts["project_root"]``); a remote host then needs it
+    pushed: to ECR ``repository`` (aws train) or the ``docker.registry`` config key.
     """
     image = opts.get("docker_image")
     if not image and not opts.get("docker"):
@@ -279,7 +328,10 @@ def docker_request(
 
         raise ConfigError(f"docker.gpus is {gpus!r}", hint="use auto, all or none")
     if not image:
-        data = _build(_project_root(None), None, None, None, ())
+        from runctl.core.sync_scope import scope_of
+
+        scope = scope_of(argv, kind, opts.get("project_root"))
+        data = _build(scope, includes, None, None, None, ())
         image = data["image"]
         if not is_local:
             registry = str(cfg.get("docker.registry")) or None

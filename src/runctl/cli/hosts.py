@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from runctl.cli.output import emit, json_option, progress, runtime, table
 from runctl.cli.params import Number
 from runctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from runctl.models import Host
 
 # One round trip tells us what the host can do; printed by `hosts add`. The python part
 # names the interpreter and its torch build without importing torch (that takes seconds):
@@ -114,7 +119,11 @@ def hosts_add(name: str, destination: str | None, user: str | None, port: int | 
                 f"{python} does not run on {target.destination}",
                 hint="install python3 there, or pass --python PATH",
             )
+    old = rt.store.get_host(name) if replace else None
     rt.store.add_host(host, replace=replace)
+    if old is not None and old.target != host.target:
+        # The replaced identity's master would keep a session open for ControlPersist.
+        _close_master(old)
     found: dict[str, str | None] = dict(facts)
     if facts:  # always present after a check, null when absent: scripts can rely on the keys
         for key in ("torch", "torch_cuda", "torch_hip"):
@@ -192,24 +201,31 @@ def hosts_list(show_all: bool) -> None:
     emit(data, text)
 
 
+def _close_master(host: Host) -> None:
+    """Ask ``host``'s ssh master connection to exit (a no-op when none is up).
+
+    An entry stored before validation existed may not connect at all: that is no error.
+    """
+    import contextlib
+
+    from runctl.errors import RunctlError
+    from runctl.providers.ssh import SSHProvider
+
+    provider = SSHProvider(runtime())
+    with contextlib.suppress(RunctlError):
+        provider.connect(provider._from_host(host)).close()
+
+
 @hosts.command(name="rm")
 @click.argument("name")
 @json_option
 def hosts_rm(name: str) -> None:
     """Forget host NAME and close runctl's ssh connection to it (nothing on the host is
     touched)."""
-    import contextlib
-
-    from runctl.errors import RunctlError
-    from runctl.providers.ssh import SSHProvider
-
     rt = runtime()
     host = rt.store.get_host(name)
     if host is not None:
         # A warm master would otherwise keep a session to the host open for ControlPersist.
-        # An entry stored before validation existed may not connect at all: forget it anyway.
-        provider = SSHProvider(rt)
-        with contextlib.suppress(RunctlError):
-            provider.connect(provider._from_host(host)).close()
+        _close_master(host)
     rt.store.remove_host(name)
     emit({"removed": name}, f"removed {name}")

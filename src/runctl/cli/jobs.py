@@ -169,7 +169,10 @@ def _submit(
     if opts.get("docker") or opts.get("docker_image"):
         from runctl.cli.docker import docker_request
 
-        request.docker = docker_request(opts, is_local=target.instance.provider == "local")
+        request.docker = docker_request(
+            opts, is_local=target.instance.provider == "local", argv=argv, kind=kind,
+            includes=opts.get("includes", ()),
+        )  # fmt: skip
     from runctl.core.watchdog import build_config, guard, job_policy
 
     policy = job_policy(rt, target, policy_from_options(**opts), request.budget_usd)

@@ -13,6 +13,7 @@ import click
 
 from runctl.cli.jobs import jobs as list_jobs
 from runctl.cli.output import emit, is_json, json_option, progress, runtime
+from runctl.errors import RunctlError
 
 
 @click.group(
@@ -27,9 +28,10 @@ def jobs(ctx: click.Context, /, **opts: Any) -> None:
         return
     from runctl.core.prune import auto_prune
 
+    rt = runtime()  # a bad config is the listing's error, reported once
     try:
-        auto_prune(runtime(), progress)
-    except Exception as exc:  # noqa: BLE001 - retention is best effort; listing must work
+        auto_prune(rt, progress)
+    except (RunctlError, OSError) as exc:  # retention is best effort; listing must work
         progress(f"warning: automatic job retention skipped: {exc}")
     assert list_jobs.callback is not None
     ctx.invoke(list_jobs.callback, **opts)

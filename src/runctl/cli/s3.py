@@ -293,24 +293,29 @@ def s3_list(location: str, recursive: bool, human: bool) -> None:
 @click.argument("location", metavar="S3URI")
 @click.option("--keep-last-n", type=click.IntRange(min=1),
               help="Checkpoints to keep (default: checkpoint.keep_last_n).")  # fmt: skip
+@click.option("--include", "named", multiple=True, metavar="NAME",
+              help="Also consider this last*/best*/final* checkpoint.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def s3_cleanup(location: str, keep_last_n: int | None, dry_run: bool, yes: bool) -> None:
+def s3_cleanup(
+    location: str, keep_last_n: int | None, named: tuple[str, ...], dry_run: bool, yes: bool
+) -> None:
     """Delete all but the newest complete checkpoints under S3URI, whole.
 
     Checkpoints are files (.pt .pth .ckpt .safetensors .bin) and framework directories (HF
     checkpoint-N/, Accelerate, DCP, DeepSpeed, Orbax), ordered by step or epoch, then time;
     a directory goes with all its objects, a file with its sidecar JSON. Never deleted: the
-    newest complete checkpoint, last*/best*/final*, files without a step or epoch (an
-    exported model.pt), or anything else. --dry-run lists exactly what --yes deletes.
+    newest complete checkpoint, last*/best*/final* and files without a step or epoch (an
+    exported model.pt) unless --include names them, or anything else. --dry-run lists
+    exactly what --yes deletes.
     """
     from runctl.storage.s3 import parse_uri
 
     uri = parse_uri(location)
     keep_n = keep_last_n or int(runtime().config.get("checkpoint.keep_last_n"))
     storage = open_storage()
-    plan = storage.plan_cleanup(uri, keep_n)
+    plan = storage.plan_cleanup(uri, keep_n, named)
     doomed = [o.key for o in plan.delete]
     freed = sum(o.size for o in plan.delete)
     data: dict[str, Any] = {

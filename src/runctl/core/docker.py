@@ -4,7 +4,8 @@ Everything here drives the local ``docker`` CLI (``DOCKER_HOST`` and the user's 
 apply as usual). The Dockerfile is looked for in the *project root* (the directory runctl
 syncs, see ``sync_select.find_project_root``), never the current directory. A project without
 one gets a generated Dockerfile: ``FROM <base image>``, ``pip install -r requirements.txt``
-when the project has one, the project copied to ``/workspace``.
+when the project has one, the project copied to ``/workspace``. Either way the build context
+is what sync would send, never the whole directory (``core/docker_context.py``).
 
 Registry credentials go to ``docker login --password-stdin``; they are never put on a command
 line or printed. ECR specifics (repository creation, the authorization token) live in
@@ -16,11 +17,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.core import docker_context, dockerignore
 from runctl.errors import NotFoundError, RunctlError, UsageError
 
 # Checked in this order in the project root (the seed's list, minus directories).
@@ -111,10 +113,10 @@ def find_dockerfile(root: Path, explicit: str | None = None) -> Path | None:
     return None
 
 
-def generate_dockerfile(root: Path, base_image: str) -> str:
+def generate_dockerfile(root: Path, base_image: str, files: Sequence[str] = ()) -> str:
     """A Dockerfile for a plain Python project: base image, requirements, code in /workspace."""
     lines = [f"FROM {base_image}", "WORKDIR /workspace"]
-    if (root / "requirements.txt").is_file():
+    if "requirements.txt" in files:
         lines += [
             "COPY requirements.txt /tmp/runctl-requirements.txt",
             "RUN python3 -m pip install --no-cache-dir -r /tmp/runctl-requirements.txt",
@@ -132,36 +134,76 @@ def default_tag(root: Path) -> str:
 def build(
     root: Path,
     tag: str,
+    files: Sequence[str],
     *,
     dockerfile: str | None = None,
     base_image: str = "",
     network: str = "host",
     build_args: Sequence[str] = (),
 ) -> BuildResult:
-    """``docker build`` the project at ``root`` as ``tag``; blocks; DockerError on failure."""
+    """``docker build`` the project at ``root`` as ``tag``; blocks; DockerError on failure.
+
+    The build context is ``files`` (paths relative to ``root``: what sync selects, see
+    ``core/sync_select.py``) less what the project's ``.dockerignore`` leaves out, sent to
+    docker as a tar on stdin, so keys, credentials and ``.env`` files beside the code never
+    reach an image that may be pushed to a registry.
+    """
     import time
 
     started = time.monotonic()
     found = find_dockerfile(root, dockerfile)
-    with tempfile.TemporaryDirectory(prefix="runctl-docker-") as tmp:
-        if found is None:
-            path = Path(tmp) / "Dockerfile"
-            path.write_text(generate_dockerfile(root, base_image or DEFAULT_BASE_IMAGE))
-            generated = True
-        else:
-            path, generated = found, False
-        argv = ["build", "--force-rm", "-f", str(path), "-t", tag]
-        if network:
-            argv += ["--network", network]
-        for arg in build_args:
-            argv += ["--build-arg", arg]
-        _run([*argv, str(root)], what=f"docker build of {tag}")
+    ignore_file = root / ".dockerignore"
+    if found is None:
+        text = generate_dockerfile(root, base_image or DEFAULT_BASE_IMAGE, files).encode()
+    else:
+        text = found.read_bytes()
+        if Path(f"{found}.dockerignore").is_file():  # BuildKit's per-Dockerfile ignore file
+            ignore_file = Path(f"{found}.dockerignore")
+    context = docker_context.Context(root, files, found, text, dockerignore.read(ignore_file))
+    argv = ["build", "--force-rm", "-f", context.dockerfile_name, "-t", tag]
+    if network:
+        argv += ["--network", network]
+    for arg in build_args:
+        argv += ["--build-arg", arg]
+    _run_streaming([*argv, "-"], context, what=f"docker build of {tag}")
     return BuildResult(
         image=tag,
-        dockerfile=None if generated else str(found),
-        generated=generated,
+        dockerfile=None if found is None else str(found),
+        generated=found is None,
         seconds=time.monotonic() - started,
     )
+
+
+def _run_streaming(argv: Sequence[str], context: docker_context.Context, *, what: str) -> None:
+    """Run docker with the context tar written to its stdin (by a thread: no pipe deadlock)."""
+    proc = subprocess.Popen(
+        [docker_bin(), *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin = proc.stdin
+    errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with stdin:
+                context.write(stdin)
+        except BrokenPipeError:
+            pass  # docker stopped reading: its own output says why
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=feed, name="runctl-docker-context", daemon=True)
+    writer.start()
+    output = proc.stdout.read().decode(errors="replace")
+    proc.wait()
+    writer.join()
+    if errors:
+        raise errors[0]
+    if proc.returncode != 0:
+        raise _failure(what, output)
 
 
 def registry_of(image: str) -> str:

@@ -58,6 +58,8 @@ def run(runtime: Runtime, *, fix: bool, progress: Progress) -> list[Check]:
         return checks
     if db_check.fixed:
         checks += rebuild(runtime, progress)
+    else:
+        checks.append(check_local_jobs(runtime, fix))
     checks += check_hosts(runtime, fix, progress)
     checks += check_credentials(runtime)
     checks.append(check_sockets(runtime.home, fix))
@@ -260,6 +262,20 @@ def _reconcile_instances(runtime: Runtime, progress: Progress) -> Check:
     skipped = "; ".join(f"{k}: {v}" for k, v in report.skipped.items())
     detail = f"{adopted} machine(s) re-adopted" + (f" (skipped {skipped})" if skipped else "")
     return Check("rebuild:machines", WARN if skipped else OK, detail)
+
+
+def check_local_jobs(runtime: Runtime, fix: bool) -> Check:
+    """Job dirs on this machine the index lacks (an emptied or replaced state.db)."""
+    try:
+        found = adopt_job_dirs(runtime, "local", "local", dry_run=not fix)
+    except RunctlError as exc:
+        return Check("jobs:local", WARN, f"job dirs not listed: {exc.message}")
+    if not found:
+        return Check("jobs:local", OK, "every local job dir is in the index")
+    check = Check("jobs:local", WARN, f"{len(found)} local job dir(s) not in the index",
+                  "re-index them")  # fmt: skip
+    check.fixed = fix
+    return check
 
 
 # ------------------------------------------------------------------------------ hosts

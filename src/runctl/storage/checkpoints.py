@@ -42,7 +42,11 @@ _STEP_RE = re.compile(r"(?:^|[^a-z])(?:step|iteration|iter|checkpoint|ckpt)[=_-]
 _EPOCH_RE = re.compile(r"(?:^|[^a-z])(?:epoch|ep)[=_-]?(\d+)", re.I)
 _NUM_RE = re.compile(r"\d+")
 _LIGHTNING_VERSION_RE = re.compile(r"-v\d+$")  # Lightning's suffix for a name already taken
-_HF_RE = re.compile(r"checkpoint-\d+$")
+_HF_RE = re.compile(r"(?:tmp-)?checkpoint-\d+$")  # tmp-: some versions write, then rename
+_HF_FILE_RE = re.compile(
+    r"(?:config\.json|training_args\.bin|optimizer\.pt|scheduler\.pt|rng_state.*\.pth"
+    r"|(?:adapter_)?model.*\.safetensors(?:\.index\.json)?|pytorch_model.*\.bin)$"
+)
 _ACCELERATE_RE = re.compile(r"checkpoint_\d+$")
 _ACCELERATE_FILE_RE = re.compile(r"(?:optimizer|scheduler|sampler)(?:_\d+)?\.bin$")
 _RNG_RE = re.compile(r"random_states_\d+\.pkl$")
@@ -133,7 +137,9 @@ def dir_kind(name: str, files: Sequence[str], parent_files: Sequence[str]) -> st
     """The framework layout of a directory, or None when it is not one checkpoint."""
     if ".metadata" in files:
         return "dcp"
-    if "trainer_state.json" in files or _HF_RE.match(name):
+    if "trainer_state.json" in files or (
+        _HF_RE.match(name) and (not files or any(_HF_FILE_RE.match(f) for f in files))
+    ):  # a HF Trainer checkpoint, maybe still being written (its files come first)
         return "hf"
     if _DEEPSPEED_RE.match(name) and (
         "latest" in parent_files
@@ -291,6 +297,8 @@ def _dir_row(path: Path, kind: str, files: Sequence[str]) -> Checkpoint:
         state = _read_json(path / "trainer_state.json")
         if not state:
             problem = "no trainer_state.json (still being written?)"
+        elif path.name.startswith("tmp-"):
+            problem = "temporary directory (still being written)"
         inside = {"step": state.get("global_step"), "epoch": state.get("epoch")}
     elif kind == "accelerate":
         if not any(_RNG_RE.match(f) for f in files):
@@ -593,6 +601,8 @@ def _key_dir_row(node: dict[str, Any], base: str, rel: str, kind: str, files: li
     problem = None
     if kind == "hf" and "trainer_state.json" not in files:
         problem = "no trainer_state.json (uploaded in part?)"
+    elif kind == "hf" and name.startswith("tmp-"):
+        problem = "temporary directory (still being written)"
     elif kind == "accelerate" and not any(_RNG_RE.match(f) for f in files):
         problem = "no random_states_*.pkl (uploaded in part?)"
     elif kind == "deepspeed" and "latest" not in parent_files:  # its content is not read
@@ -667,6 +677,11 @@ def _inspect_dir(path: Path) -> dict[str, object]:
                 info["loss"] = losses[-1]
     elif row.kind == "dcp":
         info.update(_dcp_info(row.path))
+    elif row.kind == "deepspeed":  # engine.save_checkpoint stores global_steps with the model
+        states = sorted(row.path.glob("*model_states.pt"))
+        stored = _torch_info(states[0]) if states else {}
+        if isinstance(stored.get("global_steps"), int):
+            info.update(step=stored["global_steps"], source=states[0].name)
     info["files"] = sorted(p.relative_to(row.path).as_posix()
                            for p in _dir_stats(row.path)[2])[:30]  # fmt: skip
     return info
