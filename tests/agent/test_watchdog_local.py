@@ -196,11 +196,11 @@ def test_run_arms_the_policy_and_refuses_an_impossible_one_before_starting(
     """`run --max-duration` arms the host; an action the host cannot do starts nothing."""
     write_user_config(tmp_path, "[watchdog]\ncheck_s = 0.2\n")
     (project / "sleeper.py").write_text(SLEEPER)
-    refused = cli("run", "sleeper.py", "--max-duration", "1", "--watchdog-action", "terminate",
-                  cwd=project)  # fmt: skip
+    refused = cli("run", "--max-duration", "1", "--watchdog-action", "terminate",
+                  "sleeper.py", cwd=project)  # fmt: skip
     assert refused.returncode == 6 and "not runctl's to delete" in refused.stderr
     assert json.loads(cli("jobs", "--json").stdout) == []  # refused before anything started
-    started = cli("run", "sleeper.py", "--max-duration", "1", cwd=project)
+    started = cli("run", "--max-duration", "1", "sleeper.py", cwd=project)
     assert started.returncode == 0 and "watchdog armed on" in started.stderr
     job = job_id_of(started)
     _until(lambda: _job_state(cli, job) == "cancelled", 15, "the watchdog to cancel the job")

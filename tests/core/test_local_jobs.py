@@ -25,14 +25,20 @@ def test_run_logs_wait_roundtrip_with_literal_args(cli: CLI, project: Path) -> N
     assert log[-3:] == ["line 1", "line 2", "line 3"]
 
 
-def test_script_options_need_double_dash_with_a_clear_hint(cli: CLI, project: Path) -> None:
-    done = cli("local", "hello.py", "--lines", "1", cwd=project)
-    assert done.returncode == 2
-    assert "No such option '--lines'" in done.stderr
-    assert "go after `--`" in done.stderr
-    ok = cli("local", "hello.py", "plain-arg", "--", "--lines", "1", cwd=project)
+def test_everything_after_the_script_goes_to_the_script(cli: CLI, project: Path) -> None:
+    # Like `python train.py --epochs 2`: option parsing stops at SCRIPT.
+    done = cli("local", "hello.py", "--lines", "1", "--name", "x", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "arg: '--name'" in done.stdout and "line 1" in done.stdout
+    # The `--` spelling still works, and a `--` right after SCRIPT is not passed on.
+    ok = cli("local", "hello.py", "--", "--lines", "1", cwd=project)
     assert ok.returncode == 0, ok.stderr
-    assert "arg: 'plain-arg'" in ok.stdout and "line 1" in ok.stdout
+    assert "arg: '--'" not in ok.stdout and "line 1" in ok.stdout
+    # runctl's own options go before SCRIPT; a script option there gets a clear hint.
+    wrong = cli("local", "--lines", "1", "hello.py", cwd=project)
+    assert wrong.returncode == 2
+    assert "No such option '--lines'" in wrong.stderr
+    assert "hello.py --lines" not in wrong.stderr and "after SCRIPT" in wrong.stderr
 
 
 def test_wait_propagates_failing_exit_code(cli: CLI, project: Path) -> None:

@@ -108,7 +108,8 @@ def test_dockerignore_excluding_the_dockerfile_keeps_it_out_of_the_image(
 def test_run_docker_builds_its_image_from_the_synced_files_only(
     cli: CLI, dockerd: Any, leaky: Path
 ) -> None:
-    assert cli("config", "set", "--global", "docker.base_image", dockerd.base_image).returncode == 0
+    base = cli("config", "set", "--global", "docker.base_image", dockerd.base_image)
+    assert base.returncode == 0, base.stderr
     done = cli("run", "--docker", "--wait", "sub/train.py", cwd=leaky)
     assert done.returncode == 0, done.stderr
     assert "training" in cli("logs", done.stdout.split()[-1]).stdout

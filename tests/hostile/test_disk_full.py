@@ -57,3 +57,15 @@ def test_get_into_a_bad_destination_is_a_filesystem_error(
     disk = tmpfs("small", size="64k")
     fill(disk)
     assert_typed(cli("get", job, "log", str(disk / "x")), 11, "no space left on device")
+
+
+def test_full_host_disk_before_the_first_sync(
+    cli: CLI, ssh_config: Path, sshd: object, tmpfs: Callable[..., Path], project: Path
+) -> None:
+    user = pwd.getpwnam(sshd.user)  # type: ignore[attr-defined]
+    name = f".runctl-full-{os.urandom(3).hex()}"
+    disk = tmpfs(name, size="1m", uid=user.pw_uid, under=Path(user.pw_dir))
+    assert cli("hosts", "add", "full", "testhost", "--remote-dir", name).returncode == 0
+    fill(disk)
+    done = cli("run", "--on", "ssh:full", "hello.py", cwd=project)
+    assert_typed(done, 11, "No space left on device")

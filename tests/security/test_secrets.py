@@ -148,6 +148,16 @@ def _run_target(
         assert json.loads(secret_file.read_text()) == {
             k: values[k] for k in ("HF_TOKEN", "WANDB_API_KEY", "DB_PASSWORD")
         }
+        # `get` of the running job's whole dir leaves the secrets file on the host, and
+        # asking for it by name is refused.
+        got = tmp_path / "got"
+        fetched = cli("get", job_id, ".", str(got), "--json")
+        assert fetched.returncode == 0, fetched.stderr
+        assert (got / "job.json").exists() and not (got / "secrets.json").exists()
+        refused = cli("get", job_id, "secrets.json", str(tmp_path / "s.json"))
+        assert refused.returncode == 2 and "secrets" in refused.stderr, refused.stderr
+        assert not (tmp_path / "s.json").exists()
+        outputs.append(fetched.stdout)
         (job_dir / "outputs" / "go").touch()
         waited = cli("wait", job_id, "--json")
     outputs += [waited.stdout]

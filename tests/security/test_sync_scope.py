@@ -135,7 +135,7 @@ def test_exec_from_my_home_sends_no_files(cli: CLI, remote: str, sshd: object, h
 def test_including_one_credential_file_sends_that_file_alone(
     cli: CLI, remote: str, sshd: object, home: Path
 ) -> None:
-    done = cli("run", "--on", "testhost", "train.py", "--include", ".aws/credentials", cwd=home)
+    done = cli("run", "--on", "testhost", "--include", ".aws/credentials", "train.py", cwd=home)
     assert done.returncode == 0, done.stderr
     assert set(_host_code(sshd, remote)) == {"home/train.py", "home/.aws/credentials"}
 
@@ -223,8 +223,8 @@ def test_project_sync_leaves_every_secret_behind_and_says_so(
 def test_include_brings_back_a_named_secret_but_a_wildcard_does_not(
     cli: CLI, remote: str, sshd: object, leaky_project: Path
 ) -> None:
-    done = cli("run", "--on", "testhost", "train.py", "--include", ".env",
-               "--include", "*", cwd=leaky_project)  # fmt: skip
+    done = cli("run", "--on", "testhost", "--include", ".env",
+               "--include", "*", "train.py", cwd=leaky_project)  # fmt: skip
     assert done.returncode == 0, done.stderr
     sent = set(_host_code(sshd, remote))
     assert "proj/.env" in sent
@@ -238,8 +238,8 @@ def test_dry_run_lists_exactly_what_a_real_run_sends(
     _write(leaky_project / "outputs" / "big.ckpt", "ckpt")
     _write(leaky_project / "run.log", "log")
     _write(leaky_project / "data" / "train.csv", "a,b\n" * 1000)
-    dry = cli("run", "--on", "testhost", "--dry-run", "--json", "train.py",
-              "--include", "outputs/", cwd=leaky_project)  # fmt: skip
+    dry = cli("run", "--on", "testhost", "--dry-run", "--json",
+              "--include", "outputs/", "train.py", cwd=leaky_project)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     assert _jobs(cli) == []  # nothing recorded
@@ -248,11 +248,11 @@ def test_dry_run_lists_exactly_what_a_real_run_sends(
     listed = {row["path"]: row["size"] for row in plan["files"]}
     assert "outputs/big.ckpt" in listed and "run.log" not in listed
     assert ".env" in plan["excluded_secrets"]
-    text = cli("run", "--on", "testhost", "--dry-run", "train.py", "--include", "outputs/",
+    text = cli("run", "--on", "testhost", "--dry-run", "--include", "outputs/", "train.py",
                cwd=leaky_project)  # fmt: skip
     assert sorted(line.split()[-1] for line in text.stdout.splitlines()) == sorted(listed)
 
-    done = cli("run", "--on", "testhost", "train.py", "--include", "outputs/",
+    done = cli("run", "--on", "testhost", "--include", "outputs/", "train.py",
                cwd=leaky_project)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert _host_code(sshd, remote) == {f"proj/{p}": size for p, size in listed.items()}

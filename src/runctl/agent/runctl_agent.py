@@ -1884,10 +1884,15 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if target != root and not target.startswith(root + os.sep):
         print(json.dumps({"error": "outside", "root": root}))
         return 1
+    if os.path.basename(target) == SECRETS_FILE and os.path.dirname(target) == root:
+        # A running job's secrets never leave the host, not even through `get`.
+        print(json.dumps({"error": "private", "path": target}))
+        return 1
     if not os.path.exists(target):
         print(json.dumps({"error": "missing", "path": target}))
         return 1
-    print(json.dumps({"path": target, "is_dir": os.path.isdir(target)}))
+    exclude = [SECRETS_FILE] if target == root else []
+    print(json.dumps({"path": target, "is_dir": os.path.isdir(target), "exclude": exclude}))
     return 0
 
 

@@ -129,8 +129,8 @@ def _usage_hint(exc: click.ClickException) -> str | None:
         "run", "local", "exec",
     ):  # fmt: skip
         return (
-            f"arguments for the script go after `--`, e.g. "
-            f"`runctl {ctx.info_name} train.py -- {exc.option_name} ...`"
+            f"runctl's options go before SCRIPT and the script's after SCRIPT, e.g. "
+            f"`runctl {ctx.info_name} train.py {exc.option_name} ...`"
         )
     if ctx is not None:
         return f"see `{ctx.command_path} --help`"

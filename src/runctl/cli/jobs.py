@@ -292,8 +292,9 @@ def _finish(job: Job) -> None:
         )
 
 
-# Options may come anywhere before `--`; everything after `--` belongs to the script.
-_RUN_CONTEXT: dict[str, Any] = {}
+# Option parsing stops at SCRIPT, as with `python` and `uv run`: runctl's options come before
+# it and everything after it goes to the script (a `--` right after SCRIPT is dropped).
+_RUN_CONTEXT: dict[str, Any] = {"allow_interspersed_args": False}
 
 
 @click.command(context_settings=_RUN_CONTEXT)
@@ -345,13 +346,28 @@ def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
 
 @click.command(context_settings=_RUN_CONTEXT)
 @_with_submit_options
+@watchdog_options
+@dry_run_option
 @json_option
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def local(script: str, script_args: tuple[str, ...], **opts: Any) -> None:
-    """Run SCRIPT here in the foreground; its exit code becomes runctl's. Ctrl-C cancels it."""
-    opts.pop("on", None)
-    job = _submit([script, *_split_args(script_args)], "script", "local", opts)
+def local(script: str, script_args: tuple[str, ...], on: str | None, **opts: Any) -> None:
+    """Run SCRIPT here in the foreground; its exit code becomes runctl's. Ctrl-C cancels it.
+
+    \b
+    Takes run's options except --recover* and -f/--wait (it always follows); --on only
+    as `--on local`: use `runctl run --on TARGET -f` for another machine.
+    """
+    if on not in (None, "local"):
+        raise UsageError(
+            f"`runctl local` runs on this machine only, not on {on!r}",
+            hint=f"to run it there in the foreground: runctl run --on {on} -f {script} ...",
+        )
+    argv = [script, *_split_args(script_args)]
+    if opts.pop("dry_run"):
+        _dry_run(argv, "script", "local", opts)
+        return
+    job = _submit(argv, "script", "local", opts)
     _finish(_follow_to_end(job, cancel_on_interrupt=True))
 
 
@@ -371,6 +387,7 @@ def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: A
         if not command_args:
             raise UsageError("nothing to run", hint="runctl exec --on HOST -- COMMAND [ARGS]")
         command, command_args = command_args[0], command_args[1:]
+    command_args = tuple(_split_args(command_args))  # `exec CMD -- ARGS` as before
     if opts.pop("dry_run"):
         _dry_run([command, *command_args], "command", on, opts)
         return

@@ -44,6 +44,9 @@ def upload_agent(instance: Instance, transport: Transport) -> None:
     script = 'umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && mv "$1.tmp.$$" "$1"'
     done = transport.run(["sh", "-c", script, "sh", path], input=agent_source(), timeout=60)
     if done.returncode != 0:
+        failure = host_failure(done, instance.name, "cannot install the runctl agent")
+        if isinstance(failure, FileSystemError):
+            raise failure
         raise TransportError(
             f"cannot install the runctl agent on {instance.name}: {_err(done)}",
             hint=f"check that {instance.remote_dir} is writable on the host",
@@ -91,7 +94,7 @@ def call_json(
 ) -> Any:
     done = call(instance, transport, args, input=input, timeout=timeout)
     if done.returncode != 0:
-        raise TransportError(f"runctl agent {args[0]} failed on {instance.name}: {_err(done)}")
+        raise host_failure(done, instance.name, f"runctl agent {args[0]} failed")
     try:
         return json.loads(done.stdout)
     except ValueError:

@@ -113,8 +113,11 @@ def find_dockerfile(root: Path, explicit: str | None = None) -> Path | None:
     return None
 
 
-def generate_dockerfile(root: Path, base_image: str, files: Sequence[str] = ()) -> str:
-    """A Dockerfile for a plain Python project: base image, requirements, code in /workspace."""
+def generate_dockerfile(base_image: str, files: Sequence[str]) -> str:
+    """A Dockerfile for a plain Python project: base image, requirements, code in /workspace.
+
+    ``files`` is the build context: requirements are installed when it holds them.
+    """
     lines = [f"FROM {base_image}", "WORKDIR /workspace"]
     if "requirements.txt" in files:
         lines += [
@@ -154,7 +157,7 @@ def build(
     found = find_dockerfile(root, dockerfile)
     ignore_file = root / ".dockerignore"
     if found is None:
-        text = generate_dockerfile(root, base_image or DEFAULT_BASE_IMAGE, files).encode()
+        text = generate_dockerfile(base_image or DEFAULT_BASE_IMAGE, files).encode()
     else:
         text = found.read_bytes()
         if Path(f"{found}.dockerignore").is_file():  # BuildKit's per-Dockerfile ignore file
@@ -201,6 +204,11 @@ def _run_streaming(argv: Sequence[str], context: docker_context.Context, *, what
     proc.wait()
     writer.join()
     if errors:
+        if isinstance(errors[0], OSError):
+            raise DockerError(
+                f"{what}: could not send the build context: {errors[0]}",
+                hint="check that the project's files are readable",
+            ) from errors[0]
         raise errors[0]
     if proc.returncode != 0:
         raise _failure(what, output)

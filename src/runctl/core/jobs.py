@@ -885,6 +885,11 @@ def fetch(
             raise UsageError(
                 f"refusing {path!r}: it resolves outside the job directory (symlink?)"
             )
+        if answer.get("error") == "private":
+            raise UsageError(
+                f"refusing {path!r}: it holds the job's secrets, which never leave the host",
+                hint="secrets are delivered from your environment; see docs/security.md",
+            )
         raise NotFoundError(f"{path} does not exist in job {job.job_id}",
                             hint=f"list files with `runctl status {job.job_id}`")  # fmt: skip
     remote_path = answer["path"]
@@ -892,5 +897,6 @@ def fetch(
         dest = dest / PurePosixPath(rel).name
     if dest.exists() and not overwrite and not answer["is_dir"]:
         raise ConflictError(f"{dest} already exists", hint="pass --force to overwrite it")
-    transport.fetch(remote_path, dest, recursive=bool(answer["is_dir"]))
+    transport.fetch(remote_path, dest, recursive=bool(answer["is_dir"]),
+                    exclude=answer.get("exclude", ()))  # fmt: skip
     return dest

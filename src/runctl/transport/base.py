@@ -36,8 +36,11 @@ class Transport(ABC):
         """Copy ``files`` (relative to ``root``) into ``remote_dir``; return bytes sent."""
 
     @abstractmethod
-    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
-        """Copy a file or directory from the host to ``local_path``."""
+    def fetch(
+        self, remote_path: str, local_path: Path, *, recursive: bool, exclude: Sequence[str] = ()
+    ) -> None:
+        """Copy a file or directory from the host to ``local_path``, leaving out the
+        top-level names in ``exclude``."""
 
     def copy_to(self, local: Path, remote: str, *, compress: bool, resume: bool) -> None:
         """Copy a local file or directory to ``remote`` (created if missing)."""

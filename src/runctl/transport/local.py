@@ -47,14 +47,24 @@ class LocalTransport(Transport):
             sent += target.stat().st_size
         return sent
 
-    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
+    def fetch(
+        self, remote_path: str, local_path: Path, *, recursive: bool, exclude: Sequence[str] = ()
+    ) -> None:
         """Copy out of a job dir the way tar does for SSH jobs: links stay links (a job's
         link to /etc/passwd or ~/.ssh copies no outside content, ``../..`` does not
         recurse), and pipes, sockets and devices are skipped instead of read."""
         source = Path(os.path.expanduser(remote_path))
         try:
             if recursive:
-                shutil.copytree(source, local_path, symlinks=True, ignore=_special_files,
+                top = os.path.realpath(source)
+
+                def ignore(directory: str, names: list[str]) -> set[str]:
+                    skip = _special_files(directory, names)
+                    if os.path.realpath(directory) == top:
+                        skip.update(n for n in names if n in exclude)
+                    return skip
+
+                shutil.copytree(source, local_path, symlinks=True, ignore=ignore,
                                 dirs_exist_ok=True)  # fmt: skip
             else:
                 local_path.parent.mkdir(parents=True, exist_ok=True)

@@ -323,11 +323,14 @@ class SSHTransport(Transport):
                 f"{proc.stderr.decode(errors='replace').strip()}"
             )
 
-    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
+    def fetch(
+        self, remote_path: str, local_path: Path, *, recursive: bool, exclude: Sequence[str] = ()
+    ) -> None:
         local_path.parent.mkdir(parents=True, exist_ok=True)
         if recursive:
             local_path.mkdir(parents=True, exist_ok=True)
-            remote = ["tar", "-C", remote_path, "-cf", "-", "."]
+            skip = [f"--exclude=./{name}" for name in exclude]
+            remote = ["tar", "-C", remote_path, *skip, "-cf", "-", "."]
             extract = ["tar", "-C", str(local_path), "--no-same-owner", "-xf", "-"]
         else:
             remote = ["cat", remote_path]

@@ -307,9 +307,15 @@ class SSMTransport(Transport):
             )
         return sum((root / f).stat().st_size for f in files)
 
-    def fetch(self, remote_path: str, local_path: Path, *, recursive: bool) -> None:
-        script = 'if [ -d "$1" ]; then tar -C "$1" -czf - . | base64; else base64 < "$1"; fi'
-        done = self.run(["sh", "-c", script, "sh", remote_path], timeout=600)
+    def fetch(
+        self, remote_path: str, local_path: Path, *, recursive: bool, exclude: Sequence[str] = ()
+    ) -> None:
+        script = (
+            'd=$1; shift; if [ -d "$d" ]; then tar -C "$d" "$@" -czf - . | base64; '
+            'else base64 < "$d"; fi'
+        )
+        skip = [f"--exclude=./{name}" for name in exclude]
+        done = self.run(["sh", "-c", script, "sh", remote_path, *skip], timeout=600)
         if done.returncode != 0:
             raise TransportError(
                 f"copying {remote_path} from {self.instance_id} failed: "

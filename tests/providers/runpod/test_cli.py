@@ -111,7 +111,7 @@ def test_pod_lifecycle_with_jobs_over_ssh(
         "out.mkdir(parents=True, exist_ok=True)\n"
         "(out / 'metrics.json').write_text('{\"loss\": 0.1}')\nprint('wrote', flush=True)\n"
     )
-    job = job_id_of(cli("run", "--on", f"runpod:{pod}", "writer.py", "--wait", cwd=project))
+    job = job_id_of(cli("run", "--on", f"runpod:{pod}", "--wait", "writer.py", cwd=project))
     monitor = cli("runpod", "monitor", "--pod-id", pod)
     assert monitor.returncode == 0 and monitor.stdout == "wrote\n", monitor.stderr
     got = _ok(
