@@ -69,6 +69,7 @@ Quick start:
 _OPTIONS = [
     ("-c, --config FILE", "Config file to use on top of the user and project files."),
     ("--json", "Print JSON on stdout (every command)."),
+    ("-v, --verbose", "More detail on stderr: targets, API calls, commands run."),
     ("--version", "Show the version and exit."),
     ("-h, --help", "Show this message and exit."),
 ]

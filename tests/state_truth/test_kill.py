@@ -54,9 +54,10 @@ def _popen(*args: str, cwd: Path, out: int = subprocess.DEVNULL) -> subprocess.P
 
 
 def _timed(*args: str, cwd: Path) -> tuple[float, float]:
-    """Run one submit to the end: (seconds it took, seconds from record to "running")."""
+    """Run one submit (options, then the script) to the end: (seconds it took, seconds from
+    its record to "running")."""
     started = time.monotonic()
-    proc = _popen(*args, "--json", cwd=cwd, out=subprocess.PIPE)
+    proc = _popen(*args[:-1], "--json", args[-1], cwd=cwd, out=subprocess.PIPE)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, args
     data = json.loads(out)

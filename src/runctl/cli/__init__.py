@@ -53,12 +53,18 @@ class LazyGroup(click.Group):
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="Config file to use on top of the user and project files.")  # fmt: skip
 @click.option("--json", "json_", is_flag=True, help="Print JSON on stdout (every command).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="More detail on stderr: targets, API calls, commands run.")  # fmt: skip
 @click.version_option(__version__, prog_name="runctl")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, json_: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, json_: bool, verbose: bool) -> None:
     """The root group; its help text lives in runctl.entry (shared with the fast path)."""
     from runctl.cli.output import Ctx
 
+    if verbose:
+        from runctl.cli.seed_compat import enable_verbose
+
+        enable_verbose()
     ctx.obj = Ctx(config_path=config_path, json=json_)
 
 
@@ -68,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = os.environ.get("RUNCTL_DEBUG") == "1"
     args = sys.argv[1:] if argv is None else argv
+    if {"--output", "-v", "--verbose"} & set(args) or any(a.startswith("--output=") for a in args):
+        from runctl.cli.seed_compat import rewrite_args
+
+        args = rewrite_args(cli, list(args))
     want_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     try:
         cli.main(args=args, prog_name="runctl", standalone_mode=False)

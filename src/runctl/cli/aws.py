@@ -71,7 +71,14 @@ def _instance_json(instance: Instance, **extra: Any) -> dict[str, Any]:
 
 @click.group(cls=AliasGroup, aliases=_ALIASES)
 def aws() -> None:
-    """EC2 instances for training: create, train, monitor, stop, terminate, EBS volumes."""
+    """EC2 instances for training: create, train, monitor, stop, terminate, EBS volumes.
+
+    \b
+    Examples:
+      runctl aws create g5.xlarge --spot --wait
+      runctl aws train i-0abc123 train.py -- --epochs 3
+      runctl aws terminate i-0abc123
+    """
 
 
 def _register() -> None:
@@ -87,7 +94,12 @@ def _register() -> None:
 
 
 @aws.command(name="create")
-@click.argument("instance_type")
+@click.argument("instance_type", required=False)
+@click.option("--instance-type", "instance_type_opt", hidden=True,
+              help="Old spelling of INSTANCE_TYPE.")  # fmt: skip
+@click.option("--output", "output_fmt", hidden=True,
+              type=click.Choice(["instance-id", "json", "table", "text"], case_sensitive=False),
+              help="Old spelling: instance-id = --quiet, json = --json.")  # fmt: skip
 @click.option("--spot", is_flag=True, help="Request a one-time spot instance.")
 @click.option(
     "--spot-max-price",
@@ -131,9 +143,20 @@ def aws_create(instance_type: str, spot: bool, spot_max_price: float | None, no_
                yes: bool, key_name: str | None, security_group: str | None, ami_id: str | None,
                root_volume_size: int | None, data_volume_size: int | None,
                project_name: str | None, iam_instance_profile: str | None, wait_: bool,
-               quiet: bool, region: str | None) -> None:  # fmt: skip
-    """Create an EC2 instance of INSTANCE_TYPE (e.g. g5.xlarge), tagged and recorded."""
+               quiet: bool, region: str | None, instance_type_opt: str | None = None,
+               output_fmt: str | None = None) -> None:  # fmt: skip
+    """Create an EC2 instance of INSTANCE_TYPE (e.g. g5.xlarge), tagged and recorded.
+
+    \b
+    Examples:
+      runctl aws create g5.xlarge --spot --wait
+      runctl aws create t3.medium --root-volume-size 100 --project-name mnist
+    """
+    from runctl.cli.seed_compat import legacy_output
     from runctl.providers.aws.launch import CreateOptions, create_instance
+
+    instance_type = _instance_type(instance_type, instance_type_opt)
+    quiet = legacy_output(output_fmt, "instance-id", "--quiet") or quiet
 
     if iam_instance_profile is not None and not iam_instance_profile.strip():
         raise UsageError("empty --iam-instance-profile")
@@ -169,6 +192,20 @@ def aws_create(instance_type: str, spot: bool, spot_max_price: float | None, no_
         click.echo(f"next: runctl aws train {instance.instance_id} SCRIPT -- ARGS")
 
     emit(data, text)
+
+
+def _instance_type(positional: str | None, option: str | None) -> str:
+    """INSTANCE_TYPE, or the old ``--instance-type TYPE`` spelling of it."""
+    if option is not None:
+        from runctl.cli.seed_compat import note
+
+        if positional is not None:
+            raise UsageError("give the instance type once", hint="runctl aws create g5.xlarge")
+        note(f"--instance-type {option}", f"runctl aws create {option}")
+        return option
+    if positional is None:
+        raise UsageError("missing INSTANCE_TYPE", hint="e.g. `runctl aws create g5.xlarge`")
+    return positional
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -249,7 +286,13 @@ def guard_jobs(provider: AWSProvider, instance: Instance, force: bool, grace: fl
 @json_option
 def aws_stop(instance_id: str, force: bool, grace: float | None, wait_: bool,
              transport: str | None, region: str | None) -> None:  # fmt: skip
-    """Stop INSTANCE_ID (disks kept, compute billing stops). Refuses while jobs run."""
+    """Stop INSTANCE_ID (disks kept, compute billing stops). Refuses while jobs run.
+
+    \b
+    Examples:
+      runctl aws stop i-0abc123
+      runctl aws stop i-0abc123 --force --wait
+    """
     from runctl.models import InstanceState
 
     provider = make_provider(region, transport)
@@ -277,7 +320,12 @@ def aws_stop(instance_id: str, force: bool, grace: float | None, wait_: bool,
 @region_option
 @json_option
 def aws_start(instance_id: str, wait_: bool, region: str | None) -> None:
-    """Start a stopped INSTANCE_ID."""
+    """Start a stopped INSTANCE_ID.
+
+    \b
+    Examples:
+      runctl aws start i-0abc123 --wait
+    """
     from runctl.models import InstanceState
 
     provider = make_provider(region)
@@ -312,7 +360,13 @@ def aws_start(instance_id: str, wait_: bool, region: str | None) -> None:
 @json_option
 def aws_terminate(instance_id: str, force: bool, grace: float | None, no_wait: bool,
                   transport: str | None, region: str | None) -> None:  # fmt: skip
-    """Terminate INSTANCE_ID and wait until it is gone. Refuses while jobs run."""
+    """Terminate INSTANCE_ID and wait until it is gone. Refuses while jobs run.
+
+    \b
+    Examples:
+      runctl aws terminate i-0abc123
+      runctl aws terminate i-0abc123 --force
+    """
     from runctl.models import InstanceState
 
     provider = make_provider(region, transport)
@@ -349,7 +403,13 @@ def aws_terminate(instance_id: str, force: bool, grace: float | None, no_wait: b
 @region_option
 @json_option
 def aws_status(instance_id: str, transport: str | None, region: str | None) -> None:
-    """State, addresses, price, transport and jobs of INSTANCE_ID."""
+    """State, addresses, price, transport and jobs of INSTANCE_ID.
+
+    \b
+    Examples:
+      runctl aws status i-0abc123
+      runctl aws status i-0abc123 --json
+    """
     from runctl.cli.jobs import job_json
     from runctl.core.jobs import refresh
     from runctl.models import InstanceState
@@ -401,7 +461,12 @@ def aws_status(instance_id: str, transport: str | None, region: str | None) -> N
 @region_option
 @json_option
 def aws_wait(instance_id: str, timeout: float | None, region: str | None) -> None:
-    """Wait until INSTANCE_ID is running."""
+    """Wait until INSTANCE_ID is running.
+
+    \b
+    Examples:
+      runctl aws wait i-0abc123 --timeout 600
+    """
     provider = make_provider(region)
     provider.describe(instance_id)
     instance = provider.wait_state(instance_id, {"running"}, timeout,

@@ -27,7 +27,14 @@ def _volume_text(vol: dict[str, Any], verb: str) -> str:
 
 @click.group()
 def ebs() -> None:
-    """EBS volumes and snapshots (create, list, attach, detach, delete, snapshot, restore)."""
+    """EBS volumes and snapshots (create, list, attach, detach, delete, snapshot, restore).
+
+    \b
+    Examples:
+      runctl aws ebs create --size 500 --name data --persistent
+      runctl aws ebs attach vol-0abc123 --instance-id i-0abc123
+      runctl aws ebs list
+    """
 
 
 @ebs.command(name="create")
@@ -54,16 +61,29 @@ def ebs() -> None:
 @click.option("--instance-id", help="Attach to this instance once created.")
 @click.option("--device", default="/dev/sdf", show_default=True)
 @click.option("--project-name", help="Project tag.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the volume id on stdout.")
+@click.option("--output", "output_fmt", hidden=True,
+              type=click.Choice(["volume-id", "json", "table", "text"], case_sensitive=False),
+              help="Old spelling: volume-id = --quiet, json = --json.")  # fmt: skip
 @region_option
 @json_option
 def ebs_create(size: int, volume_type: str, zone: str | None, iops: int | None,
                throughput: int | None, name: str | None, encrypted: bool, persistent: bool,
                instance_id: str | None, device: str, project_name: str | None,
-               region: str | None) -> None:  # fmt: skip
-    """Create a volume (tagged runctl:managed), optionally attached to an instance."""
+               region: str | None, quiet: bool = False,
+               output_fmt: str | None = None) -> None:  # fmt: skip
+    """Create a volume (tagged runctl:managed), optionally attached to an instance.
+
+    \b
+    Examples:
+      runctl aws ebs create --size 500 --name data --persistent
+      runctl aws ebs create --size 200 --volume-type gp3 --az us-east-1a
+    """
+    from runctl.cli.seed_compat import legacy_output
     from runctl.providers.aws import ebs as vols
     from runctl.providers.aws import ec2
 
+    quiet = legacy_output(output_fmt, "volume-id", "--quiet") or quiet
     provider = make_provider(region)
     session = provider.session(instance_id)
     if instance_id and not zone:
@@ -76,7 +96,7 @@ def ebs_create(size: int, volume_type: str, zone: str | None, iops: int | None,
     if instance_id:
         raw = vols.attach(session, volume_id, instance_id, device)
     vol = vols.volume_json(raw)
-    emit(vol, _volume_text(vol, "created"))
+    emit(vol, volume_id if quiet else _volume_text(vol, "created"))
 
 
 @ebs.command(name="list")
@@ -88,7 +108,13 @@ def ebs_create(size: int, volume_type: str, zone: str | None, iops: int | None,
 @json_option
 def ebs_list(include_all: bool, name: str | None, instance_id: str | None, detailed: bool,
              region: str | None) -> None:  # fmt: skip
-    """List runctl's volumes (--all for every volume in the region)."""
+    """List runctl's volumes (--all for every volume in the region).
+
+    \b
+    Examples:
+      runctl aws ebs list
+      runctl aws ebs list --instance-id i-0abc123 -d
+    """
     from runctl.providers.aws import ebs as vols
 
     session = make_provider(region).session()
@@ -123,7 +149,13 @@ def ebs_list(include_all: bool, name: str | None, instance_id: str | None, detai
 @region_option
 @json_option
 def ebs_attach(volume_id: str, instance_id: str, device: str, region: str | None) -> None:
-    """Attach VOLUME_ID to an instance in the same zone; waits until attached."""
+    """Attach VOLUME_ID to an instance in the same zone; waits until attached.
+
+    \b
+    Examples:
+      runctl aws ebs attach vol-0abc123 --instance-id i-0abc123
+      runctl aws ebs attach vol-0abc123 --instance-id i-0abc123 --device /dev/sdg
+    """
     from runctl.providers.aws import ebs as vols
 
     session = make_provider(region).session(instance_id)
@@ -141,7 +173,12 @@ def ebs_attach(volume_id: str, instance_id: str, device: str, region: str | None
 @region_option
 @json_option
 def ebs_detach(volume_id: str, force: bool, region: str | None) -> None:
-    """Detach VOLUME_ID from its instance; waits until available."""
+    """Detach VOLUME_ID from its instance; waits until available.
+
+    \b
+    Examples:
+      runctl aws ebs detach vol-0abc123
+    """
     from runctl.providers.aws import ebs as vols
 
     session = make_provider(region).session()
@@ -155,7 +192,13 @@ def ebs_detach(volume_id: str, force: bool, region: str | None) -> None:
 @region_option
 @json_option
 def ebs_delete(volume_id: str, force: bool, region: str | None) -> None:
-    """Delete VOLUME_ID (refuses persistent or attached volumes without --force)."""
+    """Delete VOLUME_ID (refuses persistent or attached volumes without --force).
+
+    \b
+    Examples:
+      runctl aws ebs delete vol-0abc123
+      runctl aws ebs delete vol-0abc123 --force
+    """
     from runctl.providers.aws import ebs as vols
 
     session = make_provider(region).session()
@@ -175,7 +218,12 @@ def ebs_delete(volume_id: str, force: bool, region: str | None) -> None:
 @json_option
 def ebs_snapshot(volume_id: str, description: str, name: str | None, wait_: bool,
                  region: str | None) -> None:  # fmt: skip
-    """Snapshot VOLUME_ID."""
+    """Snapshot VOLUME_ID.
+
+    \b
+    Examples:
+      runctl aws ebs snapshot vol-0abc123 --name before-cleanup --wait
+    """
     import time
 
     from runctl.providers.aws import ebs as vols
@@ -196,7 +244,13 @@ def ebs_snapshot(volume_id: str, description: str, name: str | None, wait_: bool
 @region_option
 @json_option
 def ebs_snapshot_list(volume_id: str | None, detailed: bool, region: str | None) -> None:
-    """List your snapshots."""
+    """List your snapshots.
+
+    \b
+    Examples:
+      runctl aws ebs snapshot-list
+      runctl aws ebs snapshot-list --volume-id vol-0abc123
+    """
     from runctl.providers.aws import ebs as vols
 
     session = make_provider(region).session()
@@ -239,7 +293,12 @@ def ebs_snapshot_list(volume_id: str | None, detailed: bool, region: str | None)
 def ebs_restore(snapshot_id: str, size: int | None, volume_type: str, zone: str | None,
                 instance_id: str | None, device: str, name: str | None,
                 region: str | None) -> None:  # fmt: skip
-    """Create a volume from SNAPSHOT_ID (blocks load lazily: see `pre-warm`)."""
+    """Create a volume from SNAPSHOT_ID (blocks load lazily: see `pre-warm`).
+
+    \b
+    Examples:
+      runctl aws ebs restore snap-0abc123 --az us-east-1a --name data-copy
+    """
     from runctl.providers.aws import ebs as vols
     from runctl.providers.aws import ec2
 
@@ -272,7 +331,12 @@ def ebs_restore(snapshot_id: str, size: int | None, volume_type: str, zone: str 
 @json_option
 def ebs_pre_warm(volume_id: str, s3_source: str | None, instance_id: str, mount_point: str,
                  device: str, transport: str | None, region: str | None) -> None:  # fmt: skip
-    """Read VOLUME_ID fully once (restored volumes load lazily), or fill it from S3_SOURCE."""
+    """Read VOLUME_ID fully once (restored volumes load lazily), or fill it from S3_SOURCE.
+
+    \b
+    Examples:
+      runctl aws ebs pre-warm vol-0abc123 s3://my-bucket/datasets/imagenet --instance-id i-0abc123
+    """
     from runctl.errors import CommandFailedError
     from runctl.providers.aws import ebs as vols
     from runctl.storage.s3 import parse_uri

@@ -142,7 +142,13 @@ def aws_train(instance_id: str, script: str, script_args: tuple[str, ...], sync_
               project_name: str | None, env: tuple[str, ...], follow: bool, wait_: bool,
               timeout: float, budget: float | None, transport: str | None, region: str | None,
               allow_concurrent: bool, **docker_opts: Any) -> None:  # fmt: skip
-    """Run SCRIPT on INSTANCE_ID as a runctl job; script arguments go after --."""
+    """Run SCRIPT on INSTANCE_ID as a runctl job; script arguments go after --.
+
+    \b
+    Examples:
+      runctl aws train i-0abc123 train.py -- --epochs 3
+      runctl aws train -f --output-s3 s3://my-bucket/runs i-0abc123 train.py
+    """
     from runctl.cli.jobs import _parse_env, job_json
     from runctl.core import jobs as core
     from runctl.core.targets import Target
@@ -253,7 +259,13 @@ def _latest_job(instance_id: str) -> Job:
 )
 @json_option
 def aws_monitor(instance_id: str, follow: bool, lines: int) -> None:
-    """Show the log of the latest job on INSTANCE_ID (--follow to stream it)."""
+    """Show the log of the latest job on INSTANCE_ID (--follow to stream it).
+
+    \b
+    Examples:
+      runctl aws monitor i-0abc123
+      runctl aws monitor i-0abc123 -f
+    """
     from runctl.cli.jobs import show_log
     from runctl.providers.aws.provider import check_instance_id
 
@@ -324,7 +336,13 @@ def _render_processes(snap: dict[str, Any], detailed: bool) -> None:
 def aws_processes(instance_id: str, detailed: bool, watch: bool, interval: float,
                   count: int | None, transport: str | None,
                   region: str | None) -> None:  # fmt: skip
-    """CPU, memory, disks, top processes and GPUs (nvidia-smi) of INSTANCE_ID."""
+    """CPU, memory, disks, top processes and GPUs (nvidia-smi) of INSTANCE_ID.
+
+    \b
+    Examples:
+      runctl aws processes i-0abc123
+      runctl aws processes i-0abc123 -w --interval 5
+    """
     import json
 
     from runctl.core import telemetry

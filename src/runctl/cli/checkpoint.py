@@ -117,6 +117,12 @@ there is none) and RUNCTL_RESUME_STEP (its step, when known). After
   torch DCP   if r: dcp.load(state_dict, checkpoint_id=r)
   DeepSpeed   if r: engine.load_checkpoint(r)    (r is the directory holding `latest`)
   torch file  if r: state = torch.load(r)
+
+\b
+Examples:
+  runctl checkpoint list checkpoints/
+  runctl checkpoint list job:train-3f9a2c
+  runctl checkpoint resume train-3f9a2c -f
 """
 
 
@@ -129,7 +135,14 @@ def checkpoint() -> None:
 @click.argument("location")
 @json_option
 def checkpoint_list(location: str) -> None:
-    """List checkpoints at LOCATION (a directory, job:JOB_ID or s3://…), newest last."""
+    """List checkpoints at LOCATION (a directory, job:JOB_ID or s3://…), newest last.
+
+    \b
+    Examples:
+      runctl checkpoint list checkpoints/
+      runctl checkpoint list job:train-3f9a2c
+      runctl checkpoint list s3://my-bucket/ckpts/
+    """
     rows = _rows(location)
 
     def text() -> None:
@@ -159,6 +172,11 @@ def checkpoint_info(path: str) -> None:
 
     Read from a sidecar JSON when there is one, else from trainer_state.json, DCP's
     .metadata, or with torch (weights_only) when installed.
+
+    \b
+    Examples:
+      runctl checkpoint info checkpoints/epoch=2-step=300.ckpt
+      runctl checkpoint info job:train-3f9a2c:checkpoint-500
     """
     from runctl.storage.checkpoints import inspect_checkpoint
 
@@ -340,6 +358,11 @@ def checkpoint_cleanup(
     Never deleted: the newest complete checkpoint, last*/best*/final* (unless --include
     names them), and anything newer than the newest complete one or still being written.
     --dry-run prints exactly what --yes deletes.
+
+    \b
+    Examples:
+      runctl checkpoint cleanup checkpoints/ --keep-last-n 3 --dry-run
+      runctl checkpoint cleanup job:train-3f9a2c --keep-last-n 2 -y
     """
     keep = keep_last_n if keep_last_n is not None else int(runtime().config.get(
         "checkpoint.keep_last_n"))  # fmt: skip
@@ -424,7 +447,13 @@ def checkpoint_cleanup(
 @click.option("-f", "--follow", is_flag=True, help="Stream the new job's log.")
 @json_option
 def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow: bool) -> None:
-    """Run JOB again on the same target, resuming from its latest checkpoint."""
+    """Run JOB again on the same target, resuming from its latest checkpoint.
+
+    \b
+    Examples:
+      runctl checkpoint resume train-3f9a2c
+      runctl checkpoint resume train-3f9a2c --from checkpoint-500 -f
+    """
     from runctl.core.jobs import resubmit
     from runctl.storage.checkpoints import FRAMEWORK_KINDS
 

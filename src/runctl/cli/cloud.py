@@ -134,6 +134,16 @@ def guard_jobs(rt: Runtime, cloud: Cloud, instance_id: str, force: bool, verb: s
 # ---------------------------------------------------------------------------- commands
 
 
+_EXAMPLE_IDS = {"runpod": "abc123xyz", "lyceum": "vm-42"}
+
+
+def examples(cloud: Cloud, *lines: str) -> str:
+    """An "Examples:" block for a help text; {flag} and {id} name this cloud's machine."""
+    fill = {"flag": cloud.id_flag, "id": _EXAMPLE_IDS.get(cloud.name, "ID")}
+    body = "".join(f"\n  runctl {cloud.name} {line.format(**fill)}" for line in lines)
+    return f"\n\n\b\nExamples:{body}"
+
+
 def status_command(cloud: Cloud) -> click.Command:
     @click.command(name="status")
     @cloud.id_option
@@ -150,6 +160,7 @@ def status_command(cloud: Cloud) -> click.Command:
         emit(data, lambda: show_instance(data))
 
     cmd.help = f"Show one {cloud.noun}: state, SSH endpoint, price; --wait until it is usable."
+    cmd.help += examples(cloud, "status {flag} {id}", "status {flag} {id} --wait")
     return cmd
 
 
@@ -182,6 +193,7 @@ def list_command(cloud: Cloud) -> click.Command:
         emit(rows, text)
 
     cmd.help = f"List {cloud.noun}s named runctl-... (the ones runctl made)."
+    cmd.help += examples(cloud, "list", "list --all --json")
     return cmd
 
 
@@ -200,6 +212,7 @@ def terminate_command(cloud: Cloud) -> click.Command:
         emit({"id": instance_id, "terminated": True}, f"terminated {instance_id}")
 
     cmd.help = f"Terminate a {cloud.noun}; its disks are deleted. Idempotent."
+    cmd.help += examples(cloud, "terminate {flag} {id}", "terminate {flag} {id} --force")
     return cmd
 
 
@@ -273,6 +286,8 @@ def train_command(cloud: Cloud) -> click.Command:
     cmd.help = (
         f"Sync the project to a {cloud.noun} and run SCRIPT there as a detached job "
         f"(same as `runctl run --on {cloud.name}:ID`); arguments after SCRIPT go to it."
+    ) + examples(
+        cloud, "train {flag} {id} train.py -- --epochs 3", "train -f {flag} {id} train.py"
     )
     return cmd
 
@@ -306,6 +321,7 @@ def monitor_command(cloud: Cloud) -> click.Command:
         show_log(_job_on(runtime(), cloud, instance_id, job_ref), follow=follow, last_lines=tail)
 
     cmd.help = f"Show the log of the latest (or --job) runctl job on a {cloud.noun}; -f follows."
+    cmd.help += examples(cloud, "monitor {flag} {id}", "monitor {flag} {id} -f")
     return cmd
 
 
@@ -342,6 +358,10 @@ def download_command(cloud: Cloud) -> click.Command:
         emit({"id": instance_id, "remote": remote, "dest": str(written)}, str(written))
 
     cmd.help = f"Copy a file or directory from a {cloud.noun} to this machine (over SSH)."
+    cmd.help += examples(
+        cloud, "download {flag} {id} --remote outputs/model.pt",
+        "download {flag} {id} --job train-3f9a2c --remote outputs --local ./outputs",
+    )  # fmt: skip
     return cmd
 
 

@@ -16,7 +16,13 @@ from runctl.errors import ConflictError, UsageError
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @json_option
 def init(path: Path | None, force: bool) -> None:
-    """Write a commented config file listing every key with its default."""
+    """Write a commented config file listing every key with its default.
+
+    \b
+    Examples:
+      runctl init
+      runctl init --path ~/.config/runctl/config.toml --force
+    """
     from runctl import config
 
     target = path or Path(config.PROJECT_FILE)
@@ -29,13 +35,26 @@ def init(path: Path | None, force: bool) -> None:
 
 @click.group()
 def config() -> None:
-    """Show, set and validate configuration (TOML; every key optional)."""
+    """Show, set and validate configuration (TOML; every key optional).
+
+    \b
+    Examples:
+      runctl config show
+      runctl config set jobs.grace_s 30
+      runctl config validate .runctl.toml
+    """
 
 
 @config.command(name="show")
 @json_option
 def config_show() -> None:
-    """Print every key with its effective value and where it came from."""
+    """Print every key with its effective value and where it came from.
+
+    \b
+    Examples:
+      runctl config show
+      runctl config show --json
+    """
     from runctl import config as cfgmod
 
     cfg = get_ctx().runtime().config
@@ -57,7 +76,13 @@ def config_show() -> None:
               "./.runctl.toml.")  # fmt: skip
 @json_option
 def config_set(key: str, value: str, global_: bool) -> None:
-    """Set KEY to VALUE in ./.runctl.toml (or the user config with --global)."""
+    """Set KEY to VALUE in ./.runctl.toml (or the user config with --global).
+
+    \b
+    Examples:
+      runctl config set jobs.grace_s 30
+      runctl config set defaults.on ssh:gpu1 --global
+    """
     from runctl import config as cfgmod
 
     ctx = get_ctx()
@@ -81,7 +106,13 @@ def config_set(key: str, value: str, global_: bool) -> None:
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def config_validate(path: Path | None) -> None:
-    """Check PATH (or every config file in effect) for syntax, unknown keys and types."""
+    """Check PATH (or every config file in effect) for syntax, unknown keys and types.
+
+    \b
+    Examples:
+      runctl config validate
+      runctl config validate .runctl.toml
+    """
     from runctl import config as cfgmod
 
     if path is not None:

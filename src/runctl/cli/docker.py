@@ -167,7 +167,14 @@ def _ecr_session(region: str | None) -> Any:
 
 @click.group()
 def docker() -> None:
-    """Build the project's image and push it to ECR or any registry."""
+    """Build the project's image and push it to ECR or any registry.
+
+    \b
+    Examples:
+      runctl docker build -t mnist:latest
+      runctl docker build-push --repository mnist
+      runctl run --docker --on gpu1 train.py
+    """
 
 
 _build_options = [
@@ -250,6 +257,11 @@ def docker_build(
     The build context is what sync would send: ignored files and secret-looking paths
     (keys, credentials, .env) stay out unless --include brings them; .dockerignore applies
     on top.
+
+    \b
+    Examples:
+      runctl docker build
+      runctl docker build -t mnist:dev --base-image pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime
     """
     if (repository or registry) and not push_:
         raise UsageError("--repository/--registry only apply with --push")
@@ -270,7 +282,13 @@ def docker_build(
 def docker_push(
     image: str, tag: str | None, repository: str | None, registry: str | None, region: str | None
 ) -> None:
-    """Push local IMAGE to ECR (--repository), a registry (--registry) or where it names."""
+    """Push local IMAGE to ECR (--repository), a registry (--registry) or where it names.
+
+    \b
+    Examples:
+      runctl docker push mnist:latest --repository mnist
+      runctl docker push mnist:latest --registry ghcr.io/alice
+    """
     data = push_image(image, repository=repository, registry=registry, tag=tag, region=region)
     emit(data, lambda: click.echo(data["image"]))
 
@@ -290,7 +308,13 @@ def docker_build_push(
     registry: str | None,
     region: str | None,
 ) -> None:
-    """Build the project's image and push it (ECR repository created when missing)."""
+    """Build the project's image and push it (ECR repository created when missing).
+
+    \b
+    Examples:
+      runctl docker build-push --repository mnist
+      runctl docker build-push --registry ghcr.io/alice
+    """
     if not repository and not registry and not (tag and "/" in tag):
         raise UsageError(
             "where to push?", hint="give --repository NAME (ECR) or --registry HOST[:PORT]"

@@ -14,7 +14,13 @@ from runctl.cli.output import emit, json_option, progress, runtime
 @json_option
 def doctor(fix: bool) -> None:
     """Check RUNCTL_HOME, the state database, registered hosts (reachable, python, disk,
-    clock), provider credentials and ssh sockets."""
+    clock), provider credentials and ssh sockets.
+
+    \b
+    Examples:
+      runctl doctor
+      runctl doctor --fix
+    """
     from runctl.core.doctor import FAIL, WARN, run
     from runctl.errors import RunctlError
 

@@ -28,6 +28,12 @@ def events(subject: str | None, kind: str | None, last: int) -> None:
     \b
     A job of a recovery chain shows the chain's events (they are recorded on its first job):
     interrupted, terminated, launched, ready, watchdog_armed, resubmitted, finished.
+
+    \b
+    Examples:
+      runctl events
+      runctl events train-3f9a2c
+      runctl events --kind recover. -n 50
     """
     rt = runtime()
     found = rt.store.list_events()

@@ -43,7 +43,14 @@ _PROBE = (
 
 @click.group()
 def hosts() -> None:
-    """Register, list and remove SSH hosts (aliases from ~/.ssh/config work as-is)."""
+    """Register, list and remove SSH hosts (aliases from ~/.ssh/config work as-is).
+
+    \b
+    Examples:
+      runctl hosts add gpu1 alice@10.0.0.5:2222
+      runctl hosts list --all
+      runctl hosts rm gpu1
+    """
 
 
 @hosts.command(name="add")
@@ -66,7 +73,14 @@ def hosts_add(name: str, destination: str | None, user: str | None, port: int | 
               identity_file: str | None, options: tuple[str, ...], remote_dir: str,
               python: str, hourly_usd: float | None, replace: bool,
               no_check: bool) -> None:  # fmt: skip
-    """Register NAME, reached at DESTINATION ([user@]host[:port], default NAME itself)."""
+    """Register NAME, reached at DESTINATION ([user@]host[:port], default NAME itself).
+
+    \b
+    Examples:
+      runctl hosts add gpu1 alice@10.0.0.5:2222
+      runctl hosts add lab-box
+      runctl hosts add gpu2 10.0.0.6 --python /opt/venv/bin/python --hourly-usd 1.2
+    """
     import dataclasses
     import shlex
 
@@ -162,7 +176,13 @@ def _describe_python(facts: dict[str, str]) -> str:
 @click.option("--all", "show_all", is_flag=True, help="Also list aliases from your ssh config.")
 @json_option
 def hosts_list(show_all: bool) -> None:
-    """List registered hosts (and, with --all, ~/.ssh/config aliases usable as ssh:ALIAS)."""
+    """List registered hosts (and, with --all, ~/.ssh/config aliases usable as ssh:ALIAS).
+
+    \b
+    Examples:
+      runctl hosts list
+      runctl hosts list --all --json
+    """
     from runctl.providers.ssh import SSHProvider, ssh_config_aliases
 
     rt = runtime()
@@ -221,7 +241,12 @@ def _close_master(host: Host) -> None:
 @json_option
 def hosts_rm(name: str) -> None:
     """Forget host NAME and close runctl's ssh connection to it (nothing on the host is
-    touched)."""
+    touched).
+
+    \b
+    Examples:
+      runctl hosts rm gpu1
+    """
     rt = runtime()
     host = rt.store.get_host(name)
     if host is not None:

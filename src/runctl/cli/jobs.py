@@ -309,7 +309,7 @@ _RUN_CONTEXT: dict[str, Any] = {"allow_interspersed_args": False}
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
         on: str | None, **opts: Any) -> None:  # fmt: skip
-    """Run SCRIPT as a detached job; arguments after `--` go to the script.
+    """Run SCRIPT as a detached job; everything after SCRIPT goes to the script.
 
     \b
     .py files run with `uv run` when uv is on the host (PEP 723 inline deps honoured),
@@ -317,6 +317,12 @@ def run(script: str, script_args: tuple[str, ...], follow: bool, wait_: bool,
     The project (nearest directory with .git or pyproject.toml) is synced to the host;
     a script outside any project is sent alone. Keys, credentials and .env files stay
     here unless --include names them; --dry-run lists what would be sent.
+
+    \b
+    Examples:
+      runctl run train.py --epochs 2
+      runctl run --on ssh:gpu1 -f train.py --lr 3e-4
+      runctl run --on gpu1 --dry-run train.py
     """
     if opts.pop("dry_run"):
         _dry_run([script, *_split_args(script_args)], "script", on, opts)
@@ -357,6 +363,11 @@ def local(script: str, script_args: tuple[str, ...], on: str | None, **opts: Any
     \b
     Takes run's options except --recover* and -f/--wait (it always follows); --on only
     as `--on local`: use `runctl run --on TARGET -f` for another machine.
+
+    \b
+    Examples:
+      runctl local train.py --epochs 1
+      runctl local --env SEED=1 --max-duration 2h train.py
     """
     if on not in (None, "local"):
         raise UsageError(
@@ -380,8 +391,12 @@ def local(script: str, script_args: tuple[str, ...], on: str | None, **opts: Any
 def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: Any) -> None:
     """Run COMMAND on a target (default local) in the foreground, in the synced project.
 
+    Everything after COMMAND goes to it; runctl's options go before COMMAND.
+
     \b
-    Example: runctl exec --on ssh:gpu1 -- nvidia-smi
+    Examples:
+      runctl exec --on ssh:gpu1 nvidia-smi -L
+      runctl exec --on gpu1 -- python -c 'import torch; print(torch.__version__)'
     """
     if command == "--":
         if not command_args:
@@ -410,7 +425,14 @@ def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: A
 @json_option
 def jobs(states: tuple[str, ...], on: str | None, project: str | None, limit: int,
          no_refresh: bool) -> None:  # fmt: skip
-    """List jobs, newest first, refreshing unfinished ones from their hosts."""
+    """List jobs, newest first, refreshing unfinished ones from their hosts.
+
+    \b
+    Examples:
+      runctl jobs
+      runctl jobs --state running --on ssh:gpu1
+      runctl jobs prune --older-than 30d --dry-run
+    """
     from runctl.core.jobs import refresh
 
     rt = runtime()
@@ -457,7 +479,14 @@ _SCHEDULER_KEYS = ("slurm_job_id", "slurm_state", "slurm_reason", "restarts", "n
 @click.argument("job_ref", required=False)
 @json_option
 def status(job_ref: str | None) -> None:
-    """Show JOB in detail, or (without JOB) hosts and recent jobs."""
+    """Show JOB in detail, or (without JOB) hosts and recent jobs.
+
+    \b
+    Examples:
+      runctl status
+      runctl status train-3f9a2c
+      runctl status train-3f9a2c --json
+    """
     from runctl.core.jobs import (
         FINAL_PROBE_S,
         is_settled,
@@ -581,7 +610,14 @@ def _list_checkpoints(job: Job, *, timeout: float | None = 60) -> list[dict[str,
 @click.option("--node", type=click.IntRange(min=0), help="Multi-node job: this rank's log (0).")
 @json_option
 def logs(job_ref: str, follow: bool, tail: int | None, node: int | None) -> None:
-    """Print JOB's log (stdout+stderr). Reconnects by byte offset if the host drops."""
+    """Print JOB's log (stdout+stderr). Reconnects by byte offset if the host drops.
+
+    \b
+    Examples:
+      runctl logs train-3f9a2c
+      runctl logs train-3f9a2c -f
+      runctl logs train-3f9a2c -n 50
+    """
     from runctl.core.multinode import node_job
 
     job = runtime().store.get_job(job_ref)
@@ -635,7 +671,13 @@ def show_log(
               "running.")  # fmt: skip
 @json_option
 def wait(job_ref: str, timeout: float | None) -> None:
-    """Wait for JOB to end and exit with its exit code (128+N if killed by signal N)."""
+    """Wait for JOB to end and exit with its exit code (128+N if killed by signal N).
+
+    \b
+    Examples:
+      runctl wait train-3f9a2c
+      runctl wait train-3f9a2c --timeout 600
+    """
     from runctl.core import jobs as core
 
     rt = runtime()
@@ -660,7 +702,13 @@ def wait(job_ref: str, timeout: float | None) -> None:
               "jobs.grace_s).")  # fmt: skip
 @json_option
 def cancel(job_ref: str, grace: float | None) -> None:
-    """Cancel JOB: SIGTERM to its process group, then SIGKILL after the grace period."""
+    """Cancel JOB: SIGTERM to its process group, then SIGKILL after the grace period.
+
+    \b
+    Examples:
+      runctl cancel train-3f9a2c
+      runctl cancel train-3f9a2c --grace 60
+    """
     from runctl.core import jobs as core
 
     rt = runtime()
@@ -680,7 +728,14 @@ def cancel(job_ref: str, grace: float | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
 @json_option
 def get(job_ref: str, path: str, dest: Path | None, checkpoints: bool, force: bool) -> None:
-    """Download PATH (relative to the job dir, e.g. outputs/metrics.json) to DEST."""
+    """Download PATH (relative to the job dir, e.g. outputs/metrics.json) to DEST.
+
+    \b
+    Examples:
+      runctl get train-3f9a2c outputs/metrics.json
+      runctl get train-3f9a2c log ./train.log
+      runctl get --checkpoints train-3f9a2c . ./ckpts
+    """
     from runctl.core import jobs as core
 
     rt = runtime()

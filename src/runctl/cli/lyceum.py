@@ -25,7 +25,14 @@ CLOUD = common.Cloud(name="lyceum", noun="VM", id_flag="--vm-id")
 
 @click.group()
 def lyceum() -> None:
-    """Lyceum Cloud GPU VMs over the Lyceum API (key: LYCEUM_API_KEY or lyceum.api_key)."""
+    """Lyceum Cloud GPU VMs over the Lyceum API (key: LYCEUM_API_KEY or lyceum.api_key).
+
+    \b
+    Examples:
+      runctl lyceum create --wait
+      runctl lyceum train --vm-id vm-42 train.py -- --epochs 3
+      runctl lyceum terminate --vm-id vm-42
+    """
 
 
 @lyceum.command(name="create")
@@ -47,7 +54,13 @@ def lyceum() -> None:
 def lyceum_create(profile: str | None, gpu_count: str, spot: bool, name: str | None,
                   max_duration: str | None, wait_: bool,
                   timeout: float | None) -> None:  # fmt: skip
-    """Create a VM with runctl's SSH key, and record it with its price and deadline."""
+    """Create a VM with runctl's SSH key, and record it with its price and deadline.
+
+    \b
+    Examples:
+      runctl lyceum create --wait
+      runctl lyceum create --gpu-count 2 --max-duration 8h
+    """
     import dataclasses
 
     from runctl.core.cloud import record_launch
@@ -102,7 +115,12 @@ def _arm_deadline(rt: Runtime, provider: Provider, instance: Instance, seconds: 
 @lyceum.command(name="offers")
 @json_option
 def lyceum_offers() -> None:
-    """List hardware profiles with prices per GPU-hour and the GPU counts available now."""
+    """List hardware profiles with prices per GPU-hour and the GPU counts available now.
+
+    \b
+    Examples:
+      runctl lyceum offers
+    """
     rt = runtime()
     offers = CLOUD.provider(rt).offers()  # type: ignore[attr-defined]
     rows = [
@@ -126,7 +144,12 @@ def lyceum_offers() -> None:
 @CLOUD.id_option
 @json_option
 def lyceum_stop(instance_id: str) -> None:
-    """Explain why Lyceum VMs cannot be stopped (the API has no stop)."""
+    """Explain why Lyceum VMs cannot be stopped (the API has no stop).
+
+    \b
+    Examples:
+      runctl lyceum stop --vm-id vm-42
+    """
     from runctl.providers.base import SupportsStop
 
     provider = CLOUD.provider(runtime())
@@ -143,7 +166,13 @@ def lyceum_stop(instance_id: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list the VMs past their deadline.")
 @json_option
 def lyceum_reap(dry_run: bool) -> None:
-    """Delete runctl VMs whose --max-duration deadline has passed."""
+    """Delete runctl VMs whose --max-duration deadline has passed.
+
+    \b
+    Examples:
+      runctl lyceum reap --dry-run
+      runctl lyceum reap
+    """
     from runctl.core.cloud import overdue, record_gone
 
     rt = runtime()

@@ -38,7 +38,13 @@ def _tail_lines(path: Path, count: int) -> tuple[str, int]:
 @json_option
 def monitor(log: Path | None, checkpoint: Path | None, follow: bool, lines: int,
             interval: float, wait_s: float) -> None:  # fmt: skip
-    """Show the end of a log and the newest checkpoints; --follow watches both together."""
+    """Show the end of a log and the newest checkpoints; --follow watches both together.
+
+    \b
+    Examples:
+      runctl monitor --log train.log --checkpoint checkpoints/
+      runctl monitor --log train.log -f
+    """
     from runctl.storage.checkpoints import list_checkpoints
 
     if log is None and checkpoint is None:

@@ -69,6 +69,11 @@ def prune(older_than: str, keep: int, project: str | None, on: str | None, check
 
     Running jobs are never touched (the host re-checks each one); checkpoints stay unless
     --checkpoints.
+
+    \b
+    Examples:
+      runctl jobs prune --older-than 30d --dry-run
+      runctl jobs prune --keep 10 --project mnist -y
     """
     from runctl.core.prune import candidates, parse_age
     from runctl.core.prune import prune as do_prune

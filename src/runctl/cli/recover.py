@@ -56,6 +56,11 @@ def recover(job_ref: str, daemon: bool, max_restarts: int | None, policy: str | 
     Every step is recorded as a `recover.*` event. Ends when the job ends by itself; the
     machine it ended on is left running for its results (terminate it when done).
     Spot replacements stay spot (an on-demand fallback needs --policy on-demand).
+
+    \b
+    Examples:
+      runctl recover train-3f9a2c
+      runctl recover train-3f9a2c --daemon --policy on-demand
     """
     from runctl.core import recover as core
 

@@ -78,7 +78,14 @@ def _money(value: float | None) -> str:
 
 @click.group()
 def resources() -> None:
-    """Costs, inventory, insights, budgets and cleanup of runctl-made machines."""
+    """Costs, inventory, insights, budgets and cleanup of runctl-made machines.
+
+    \b
+    Examples:
+      runctl resources list
+      runctl resources summary
+      runctl resources cleanup --older-than 2d --dry-run
+    """
 
 
 # ---------------------------------------------------------------------------- list
@@ -195,7 +202,14 @@ def list_(
     export_file: Path | None,
     no_refresh: bool,
 ) -> None:
-    """List runctl-made instances with price, runtime and accumulated cost."""
+    """List runctl-made instances with price, runtime and accumulated cost.
+
+    \b
+    Examples:
+      runctl resources list
+      runctl resources list --platform aws --state running
+      runctl resources list --export csv --export-file inventory.csv
+    """
     rt = runtime()
     chosen = _platforms(platforms)
     if export_file and not export:
@@ -327,7 +341,13 @@ def show_summary(data: dict[str, Any]) -> None:
 @refresh_option
 @json_option
 def summary(platforms: tuple[str, ...], no_refresh: bool) -> None:
-    """Hourly burn, today, total, daily/weekly projections, per provider, warnings."""
+    """Hourly burn, today, total, daily/weekly projections, per provider, warnings.
+
+    \b
+    Examples:
+      runctl resources summary
+      runctl resources summary --platform runpod --json
+    """
     rt = runtime()
     if not no_refresh:
         _refresh(rt, _platforms(platforms))
@@ -339,7 +359,12 @@ def summary(platforms: tuple[str, ...], no_refresh: bool) -> None:
 @refresh_option
 @json_option
 def insights(no_refresh: bool) -> None:
-    """Recommendations: long-running, expensive, stopped-but-billing, unpriced machines."""
+    """Recommendations: long-running, expensive, stopped-but-billing, unpriced machines.
+
+    \b
+    Examples:
+      runctl resources insights
+    """
     rt = runtime()
     report = None if no_refresh else _refresh(rt, list(CLOUDS))
     data = summary_data(rt)

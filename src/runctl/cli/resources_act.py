@@ -24,6 +24,7 @@ from runctl.cli.output import (
     table,
 )
 from runctl.cli.params import seconds
+from runctl.cli.seed_compat import force_means_yes
 from runctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def _plan_text(
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be terminated; change nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@force_means_yes
 @json_option
 def cleanup(
     named: tuple[str, ...],
@@ -141,12 +143,18 @@ def cleanup(
     older_than: str | None,
     dry_run: bool,
     yes: bool,
+    seed_force: bool = False,
 ) -> None:
     """Terminate runctl-made machines (all, or the NAMED ones); never runctl:protected ones.
 
     Runctl jobs on them are cancelled first (SIGTERM, grace, SIGKILL). Without NAMED, AWS
     leftovers go too: detached volumes of gone instances are deleted, spot requests without a
     live instance cancelled (protected ones kept; key pairs are free and kept).
+
+    \b
+    Examples:
+      runctl resources cleanup --older-than 2d --dry-run
+      runctl resources cleanup aws:i-0abc123 -y
     """
     from runctl.cli.cloud import parse_duration_s
     from runctl.cli.leftovers import plan_leftovers
@@ -170,7 +178,8 @@ def cleanup(
     parts = [f"terminate {len(targets)} instance(s) (${total:.2f} spent so far)", extra.counts()]
     question = ", ".join(p for i, p in enumerate(parts) if p and (i or targets)) + "?"
     question = question[:1].upper() + question[1:]
-    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes, action="terminate",
+    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes or seed_force,
+                      action="terminate",
                       question=question, nothing="nothing to clean up",
                       leftovers=extra)  # fmt: skip
 
@@ -215,17 +224,26 @@ def _plan_confirm_act(
 @platform_option
 @click.option("--dry-run", is_flag=True, help="Show what would be stopped; change nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@force_means_yes
 @json_option
-def stop_all(platforms: tuple[str, ...], dry_run: bool, yes: bool) -> None:
+def stop_all(
+    platforms: tuple[str, ...], dry_run: bool, yes: bool, seed_force: bool = False
+) -> None:
     """Stop every running runctl-made machine, cancelling its runctl jobs gracefully first.
 
     Machines that cannot be stopped (Lyceum) are listed and left running.
+
+    \b
+    Examples:
+      runctl resources stop-all --dry-run
+      runctl resources stop-all --platform aws -y
     """
     rt = runtime()
     report = _refresh(rt, _platforms(platforms), apply=not dry_run)
     targets, refused = _candidates(rt, report, (), {"running", "pending"}, None)
     burn = sum(t["hourly_usd"] or 0.0 for t in targets)
-    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes, action="stop",
+    _plan_confirm_act(rt, report, targets, refused, dry_run=dry_run, yes=yes or seed_force,
+                      action="stop",
                       question=f"Stop {len(targets)} instance(s) (saves ${burn:.2f}/h)?",
                       nothing="nothing running")  # fmt: skip
 
@@ -253,6 +271,11 @@ def enforce(action: str | None, dry_run: bool, every_s: float | None) -> None:
     with runctl closed. The daily budget spans machines, so only this command enforces it:
     run it from cron (`*/5 * * * * runctl resources enforce`) or keep it running with
     --every 300.
+
+    \b
+    Examples:
+      runctl resources enforce --dry-run
+      runctl resources enforce --every 300
     """
     if every_s is None:
         _enforce_once(action, dry_run, compact=False)
@@ -305,6 +328,11 @@ def reconcile(platforms: tuple[str, ...], dry_run: bool) -> None:
     is gone, or whose agent never started them, are marked lost; jobs a killed CLI left in
     "submitting" that do run are recorded as running) and lists AWS leftovers: detached
     volumes of gone instances, open spot requests, imported key pairs.
+
+    \b
+    Examples:
+      runctl reconcile --dry-run
+      runctl reconcile --platform aws
     """
     from runctl.cli.leftovers import show_jobs, show_leftovers
 

@@ -18,7 +18,14 @@ CLOUD = common.Cloud(name="runpod", noun="pod", id_flag="--pod-id")
 
 @click.group()
 def runpod() -> None:
-    """RunPod GPU pods over the RunPod API (key: RUNPOD_API_KEY or runpod.api_key)."""
+    """RunPod GPU pods over the RunPod API (key: RUNPOD_API_KEY or runpod.api_key).
+
+    \b
+    Examples:
+      runctl runpod create --gpu 'NVIDIA A40' --wait
+      runctl runpod train --pod-id abc123xyz train.py -- --epochs 3
+      runctl runpod terminate --pod-id abc123xyz
+    """
 
 
 @runpod.command(name="create")
@@ -43,7 +50,13 @@ def runpod() -> None:
 def runpod_create(gpu: str | None, gpu_count: int, image: str | None, disk_gb: int | None,
                   volume_gb: int | None, cloud_type: str | None, name: str | None, spot: bool,
                   bid: float | None, wait_: bool, timeout: float | None) -> None:  # fmt: skip
-    """Create a pod reachable by SSH on its public IP, and record it with its price."""
+    """Create a pod reachable by SSH on its public IP, and record it with its price.
+
+    \b
+    Examples:
+      runctl runpod create --gpu 'NVIDIA A40' --wait
+      runctl runpod create --gpu 'NVIDIA RTX A5000' --spot --bid 0.2
+    """
     from runctl.core.cloud import record_launch
     from runctl.providers.naming import new_name
     from runctl.providers.runpod.api import PodRequest
@@ -78,7 +91,13 @@ def runpod_create(gpu: str | None, gpu_count: int, image: str | None, disk_gb: i
 @click.option("--spot", is_flag=True, help="Also show the minimum spot bid (GraphQL).")
 @json_option
 def runpod_offers(gpu_count: int, spot: bool) -> None:
-    """List GPU types with on-demand prices per GPU-hour and availability."""
+    """List GPU types with on-demand prices per GPU-hour and availability.
+
+    \b
+    Examples:
+      runctl runpod offers
+      runctl runpod offers --gpu-count 2 --spot
+    """
     rt = runtime()
     offers = CLOUD.provider(rt).offers(gpu_count, spot=spot)  # type: ignore[attr-defined]
     rows = [
@@ -108,7 +127,12 @@ def runpod_offers(gpu_count: int, spot: bool) -> None:
 @click.option("--force", is_flag=True, help="Even if runctl jobs still run on it.")
 @json_option
 def runpod_stop(instance_id: str, force: bool) -> None:
-    """Stop a pod: the GPU is released, /workspace is kept (and still billed)."""
+    """Stop a pod: the GPU is released, /workspace is kept (and still billed).
+
+    \b
+    Examples:
+      runctl runpod stop --pod-id abc123xyz
+    """
     from runctl.core.cloud import observe
 
     rt = runtime()
@@ -133,7 +157,12 @@ def runpod_stop(instance_id: str, force: bool) -> None:
 @click.option("--timeout", type=seconds(), metavar="SECONDS")
 @json_option
 def runpod_resume(instance_id: str, bid: float | None, wait_: bool, timeout: float | None) -> None:
-    """Resume a stopped pod (spot pods re-bid). Warns if it came back without GPUs."""
+    """Resume a stopped pod (spot pods re-bid). Warns if it came back without GPUs.
+
+    \b
+    Examples:
+      runctl runpod resume --pod-id abc123xyz --wait
+    """
     from runctl.core.cloud import observe
 
     rt = runtime()

@@ -185,6 +185,12 @@ def s3() -> None:
     Credentials and region come from the AWS SDK chain (AWS_PROFILE, env vars,
     ~/.aws) unless aws.profile / aws.region are set; s3.endpoint_url or
     AWS_ENDPOINT_URL_S3 selects another S3 server (MinIO, SeaweedFS, ...).
+
+    \b
+    Examples:
+      runctl s3 upload -r data/ s3://my-bucket/data/
+      runctl s3 list -r -H s3://my-bucket/runs/
+      runctl s3 sync outputs/ s3://my-bucket/outputs/ --dry-run
     """
 
 
@@ -200,6 +206,11 @@ def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[st
 
     S3URI is the key for a file, or a prefix (ending in /) to put it or a directory under.
     Large files go up in parallel parts; an interrupted upload resumes when run again.
+
+    \b
+    Examples:
+      runctl s3 upload model.pt s3://my-bucket/models/
+      runctl s3 upload -r data/ s3://my-bucket/data/ --exclude '*.tmp'
     """
     from runctl.storage.s3 import TransferOptions, parse_uri
 
@@ -222,6 +233,11 @@ def s3_download(source: str, destination: str, recursive: bool, include: tuple[s
 
     An object goes into DESTINATION if it is a directory (or ends in /), else becomes it.
     Keys that would land outside DESTINATION (``..``, absolute keys) are skipped.
+
+    \b
+    Examples:
+      runctl s3 download s3://my-bucket/model.pt .
+      runctl s3 download -r s3://my-bucket/data/ data/ --include '*.parquet'
     """
     from runctl.storage.s3 import TransferOptions, parse_uri
 
@@ -247,6 +263,11 @@ def s3_sync(source: str, destination: str, delete: bool, dry_run: bool,
 
     Files with the same size whose copy is not older (or whose MD5 matches the ETag) are
     left alone; downloaded files get the object's time as their mtime.
+
+    \b
+    Examples:
+      runctl s3 sync outputs/ s3://my-bucket/outputs/
+      runctl s3 sync s3://my-bucket/data/ data/ --delete --dry-run
     """
     from runctl.storage.s3 import TransferOptions
 
@@ -263,6 +284,11 @@ def s3_list(location: str, recursive: bool, human: bool) -> None:
     """List objects under S3URI (every page: no 1000-key limit).
 
     Without -r, one level: deeper keys are grouped as PRE prefix/ lines.
+
+    \b
+    Examples:
+      runctl s3 list s3://my-bucket/
+      runctl s3 list -r -H s3://my-bucket/runs/
     """
     from runctl.storage.s3 import parse_uri
 
@@ -309,6 +335,10 @@ def s3_cleanup(
     newest complete checkpoint, last*/best*/final* and files without a step or epoch (an
     exported model.pt) unless --include names them, or anything else. --dry-run lists
     exactly what --yes deletes.
+
+    \b
+    Examples:
+      runctl s3 cleanup s3://my-bucket/ckpts/ --keep-last-n 3 --dry-run
     """
     from runctl.storage.s3 import parse_uri
 
@@ -367,6 +397,11 @@ def s3_watch(location: str, interval: float, max_polls: int | None) -> None:
 
     Runs until Ctrl-C (or --max-polls). With --json, one JSON object per line for each
     event, then a summary line.
+
+    \b
+    Examples:
+      runctl s3 watch s3://my-bucket/ckpts/
+      runctl s3 watch s3://my-bucket/ckpts/ --interval 30
     """
     from runctl.storage.s3 import parse_uri
 
@@ -409,6 +444,11 @@ def s3_review(location: str, top: int, detailed: bool) -> None:
     """Summarize a prefix: checkpoints, models, logs, other files.
 
     Counts and sizes per kind, the latest checkpoint and (with -d) the largest objects.
+
+    \b
+    Examples:
+      runctl s3 review s3://my-bucket/
+      runctl s3 review s3://my-bucket/runs/ --top 20
     """
     from runctl.storage.s3 import parse_uri
 

@@ -16,6 +16,12 @@ def top(interval_s: float) -> None:
     """Live dashboard of machines, jobs, utilisation and costs (q quits, ? for keys).
 
     With --json, gather one snapshot (jobs refreshed, every machine probed), print it and exit.
+
+    \b
+    Examples:
+      runctl top
+      runctl top --interval 5
+      runctl top --json
     """
     rt = runtime()
     if is_json():

@@ -75,10 +75,8 @@ def transfer(source: str, destination: str, verify: bool, resume: bool, compress
     \b
     Examples:
       runctl transfer ./data s3://bucket/datasets/mnist/
-      runctl transfer s3://bucket/runs/7/model.pt ./model.pt --compress
-      runctl transfer ./data gpu1:datasets/mnist/
-      runctl transfer job:train-3f9a2c:outputs ./results
       runctl transfer s3://bucket/datasets/mnist/ gpu1:datasets/mnist/
+      runctl transfer job:train-3f9a2c:outputs ./results
     """
     from runctl.cli.s3 import local_destination, open_storage, report
     from runctl.storage.s3 import TransferOptions

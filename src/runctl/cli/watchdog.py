@@ -21,7 +21,14 @@ _ON = click.option("--on", "on", required=True, metavar="TARGET",
 @click.group()
 def watchdog() -> None:
     """Policies the host enforces by itself (max duration, idle, lost controller) and spot
-    interruption handling; they hold with runctl closed."""
+    interruption handling; they hold with runctl closed.
+
+    \b
+    Examples:
+      runctl watchdog arm --on ssh:gpu1 --idle-timeout 30m
+      runctl watchdog status --on aws:i-0abc123
+      runctl watchdog disarm --on ssh:gpu1
+    """
 
 
 @watchdog.command(name="arm")
@@ -40,7 +47,13 @@ def watchdog() -> None:
 @json_option
 def watchdog_arm(on: str, spot: bool | None, spot_url: str | None, **opts: Any) -> None:
     """Arm (or re-arm) the watchdog on TARGET; policies given again replace earlier ones,
-    others stay."""
+    others stay.
+
+    \b
+    Examples:
+      runctl watchdog arm --on aws:i-0abc123 --max-duration 8h --idle-timeout 30m
+      runctl watchdog arm --on ssh:gpu1 --idle-timeout 1h --idle-gpu-util 5
+    """
     import dataclasses
 
     from runctl.core import watchdog as core
@@ -57,7 +70,12 @@ def watchdog_arm(on: str, spot: bool | None, spot_url: str | None, **opts: Any) 
 @_ON
 @json_option
 def watchdog_status(on: str) -> None:
-    """Show the watchdog's policies, whether it runs, and what it has seen or done."""
+    """Show the watchdog's policies, whether it runs, and what it has seen or done.
+
+    \b
+    Examples:
+      runctl watchdog status --on aws:i-0abc123
+    """
     from runctl.core import watchdog as core
 
     answer = core.status(*_target(on))
@@ -68,7 +86,12 @@ def watchdog_status(on: str) -> None:
 @_ON
 @json_option
 def watchdog_disarm(on: str) -> None:
-    """Stop the watchdog on TARGET (running jobs are left alone)."""
+    """Stop the watchdog on TARGET (running jobs are left alone).
+
+    \b
+    Examples:
+      runctl watchdog disarm --on aws:i-0abc123
+    """
     from runctl.core import watchdog as core
 
     emit(core.disarm(*_target(on), progress))

@@ -20,7 +20,13 @@ _RUN_CONTEXT: dict[str, Any] = {}
 
 @click.group()
 def workflow() -> None:
-    """Whole training runs in one command: machine, job, outputs, cleanup."""
+    """Whole training runs in one command: machine, job, outputs, cleanup.
+
+    \b
+    Examples:
+      runctl workflow train --on aws --instance-type g5.xlarge --spot train.py
+      runctl workflow train --on ssh:gpu1 train.py -- --epochs 3
+    """
 
 
 _OPTIONS = [
@@ -109,6 +115,12 @@ def workflow_train(script: str, script_args: tuple[str, ...], **opts: Any) -> No
     terminated. On a terminal you are asked first (default yes); with --yes, with --json,
     or without a terminal (stdin/stderr not a TTY) it happens without asking. --keep keeps
     the machines (and on Ctrl-C leaves the job running).
+
+    \b
+    Examples:
+      runctl workflow train --on aws --instance-type g5.xlarge --spot train.py
+      runctl workflow train --on runpod --gpu-type 'NVIDIA A40' train.py -- --epochs 3
+      runctl workflow train --on ssh:gpu1 --keep train.py
     """
     from runctl.cli.jobs import _checkpoint_store, _parse_env, _split_args
     from runctl.core.jobs import SubmitRequest

@@ -1,0 +1,179 @@
+"""Spellings of the original (Rust) runctl that keep working, each with one note on stderr.
+
+The seed had clap "global" options: ``--output json|text|table|instance-id`` and ``-v`` were
+accepted anywhere on the line (``runctl aws create t3.micro --output instance-id``). Click
+options belong to one command, so :func:`rewrite_args` moves or translates them before click
+parses: ``--output json`` becomes the root ``--json``, ``--output text|table`` is the default
+and dropped, ``-v`` after a sub-command moves to the root. Commands that have their own
+``--output`` (``workflow train --output DIR``, ``aws create --output instance-id``) keep it.
+docs/migrating.md lists every old spelling and tests/seed/ runs the seed's documented lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+log = logging.getLogger("runctl")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the seed's --output values; anything else behaved like "text" there
+OUTPUT_FORMATS = ("json", "text", "table", "instance-id", "volume-id", "pod-id")
+
+
+def note(old: str, new: str) -> None:
+    """One line on stderr naming today's spelling (stdout stays clean for --json and ids)."""
+    click.echo(f"note: `{old}` is an old runctl spelling; today: `{new}`", err=True)
+
+
+def _leaf(group: click.Group, args: Sequence[str]) -> tuple[click.Command, int]:
+    """The command ``args`` select, resolved the way click will (options skipped), and the
+    index where its own options stop being parsed (its first positional, for commands that
+    pass everything after SCRIPT to the script; else the end)."""
+    ctx = click.Context(group)
+    cmd: click.Command = group
+    skip = False
+    for i, tok in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if tok.startswith("-"):
+            skip = tok in ("-c", "--config") and cmd is group
+            if cmd is not group:
+                skip = _takes_value(cmd, tok)
+            continue
+        if not isinstance(cmd, click.Group):
+            return cmd, (len(args) if cmd.allow_interspersed_args else i)
+        sub = cmd.get_command(ctx, tok)
+        if sub is None:
+            break
+        cmd = sub
+    return cmd, len(args)
+
+
+def _takes_value(cmd: click.Command, tok: str) -> bool:
+    for param in cmd.params:
+        if isinstance(param, click.Option) and tok in param.opts + param.secondary_opts:
+            return not param.is_flag and not param.count
+    return False
+
+
+def _has_option(cmd: click.Command, name: str) -> bool:
+    return any(name in p.opts or name in p.secondary_opts for p in cmd.params)
+
+
+def rewrite_args(group: click.Group, args: list[str]) -> list[str]:
+    """Translate the seed's global ``--output FMT`` and ``-v/--verbose`` for ``group``."""
+    cut = args.index("--") if "--" in args else len(args)
+    head, tail = list(args[:cut]), list(args[cut:])
+    wants_output = any(t == "--output" or t.startswith("--output=") for t in head)
+    wants_verbose = any(t in ("-v", "--verbose") for t in head)
+    if not (wants_output or wants_verbose):
+        return args
+    leaf, stop = _leaf(group, head)
+    head, tail = head[:stop], head[stop:] + tail
+    wants_verbose = any(t in ("-v", "--verbose") for t in head)
+    front: list[str] = []
+    if wants_verbose and not _has_option(leaf, "-v") and not _has_option(leaf, "--verbose"):
+        # clap's global -v: allowed after the sub-command too; click wants it at the root.
+        front.append("-v")
+        head = [t for t in head if t not in ("-v", "--verbose")]
+    if wants_output and not _has_option(leaf, "--output"):
+        kept: list[str] = []
+        i = 0
+        while i < len(head):
+            tok = head[i]
+            if tok == "--output" and i + 1 < len(head):
+                value, i = head[i + 1], i + 2
+            elif tok.startswith("--output="):
+                value, i = tok.split("=", 1)[1], i + 1
+            else:
+                kept.append(tok)
+                i += 1
+                continue
+            if value.lower() == "json":
+                note(f"--output {value}", "--json")
+                front.append("--json")
+            else:
+                note(f"--output {value}", "(no option: text is the default)")
+        head = kept
+    return front + head + tail
+
+
+def legacy_output(value: str | None, id_format: str, id_option: str) -> bool:
+    """A command's own old ``--output FMT``: True when it asked for just the id
+    (``id_format``, today ``id_option``); ``json`` turns --json on; text/table are the default."""
+    if value is None:
+        return False
+    value = value.lower()
+    if value == id_format:
+        note(f"--output {value}", id_option)
+        return True
+    if value == "json":
+        note("--output json", "--json")
+        from runctl.cli.output import get_ctx
+
+        get_ctx().json = True
+    else:
+        note(f"--output {value}", "(no option: text is the default)")
+    return False
+
+
+def force_means_yes(fn: F) -> F:
+    """The seed's ``-f/--force`` on confirming commands (``resources cleanup --force``): a
+    hidden flag the command ORs into ``--yes`` (passed as ``seed_force``)."""
+
+    def warn(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            note("--force", "--yes")
+        return value
+
+    return click.option("-f", "--force", "seed_force", is_flag=True, hidden=True,
+                        callback=warn)(fn)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ verbose
+
+_verbose = False
+
+
+def enable_verbose() -> None:
+    """-v/--verbose: runctl's debug log on stderr, and every command runctl starts."""
+    global _verbose
+    if _verbose:
+        return
+    _verbose = True
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("runctl: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    sys.addaudithook(_audit)
+
+
+def disable_verbose() -> None:
+    """Undo :func:`enable_verbose` (the audit hook stays, inert): in-process test runs."""
+    global _verbose
+    _verbose = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    log.setLevel(logging.NOTSET)
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _verbose and event == "subprocess.Popen":
+        import shlex
+
+        argv = args[1]
+        shown = argv if isinstance(argv, str | bytes) else shlex.join(str(a) for a in argv)
+        log.debug("exec: %s", shown)
+
+
+def log_aws_call(model: Any = None, params: Any = None, **_kw: Any) -> None:
+    """botocore ``before-call`` hook: one line per AWS API call under -v."""
+    name = getattr(model, "name", "?")
+    service = getattr(getattr(model, "service_model", None), "service_name", "?")
+    log.debug("aws: %s.%s", service, name)
