@@ -10,12 +10,13 @@ export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 #   sshd + rsync + nftables + iproute2: SSH hosts on loopback and in network namespaces;
 #   slurm-wlm + munge: a Slurm cluster (tests/stands/slurm.py);
 #   chromium: renders the `resources list --export html` page;
-#   docker.io + docker-registry + debootstrap: dockerd, a registry and an offline base image.
+#   docker.io + docker-registry + debootstrap: dockerd, a registry and an offline base image;
+#   zsh: the shell-completion tests source `runctl completion zsh` in a real zsh.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client rsync nftables iproute2 util-linux python3-venv \
-    slurm-wlm munge chromium docker.io docker-registry debootstrap >/dev/null
+    slurm-wlm munge chromium docker.io docker-registry debootstrap zsh >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -7,6 +7,7 @@ text); every other invocation imports the real CLI.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runctl import __version__
@@ -56,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("runctl.cli.doctor:doctor", "Check RUNCTL_HOME, the state DB, hosts; --fix."),
     "init": ("runctl.cli.config_cmd:init", "Write a commented config file."),
     "config": ("runctl.cli.config_cmd:config", "Show, set and validate configuration."),
+    "completion": ("runctl.cli.completion:completion", "Print the shell completion script."),
 }
 
 ROOT_HELP = """runctl — run ML training jobs wherever you have compute.
@@ -91,7 +93,9 @@ def render_root_help() -> str:
 
 def main() -> None:
     args = sys.argv[1:]
-    if args in ([], ["--help"], ["-h"]):
+    # A shell asking for completions calls `runctl` with no arguments: that is click's job.
+    completing = "_RUNCTL_COMPLETE" in os.environ
+    if args in ([], ["--help"], ["-h"]) and not completing:
         sys.stdout.write(render_root_help())
         sys.exit(0)
     if args == ["--version"]:

@@ -162,6 +162,10 @@ def test_docker_errors_are_one_line_with_hint(cli: CLI, project: Path, tmp_path:
 
 
 def test_bad_gpus_setting_is_a_config_error(cli: CLI, project: Path) -> None:
-    assert cli("config", "set", "--global", "docker.gpus", "some").returncode == 0
+    refused = cli("config", "set", "--global", "docker.gpus", "some")
+    assert refused.returncode == 3 and "auto, all, none" in refused.stderr
+    # A hand-edited file with the same value fails the run before anything starts.
+    (project / ".runctl.toml").write_text('[docker]\ngpus = "some"\n')
     done = cli("run", "--docker-image", "img:1", "hello.py", cwd=project)
-    assert done.returncode == 3 and "docker.gpus is 'some'" in done.stderr
+    assert done.returncode == 3 and "docker.gpus" in done.stderr and "some" in done.stderr
+    assert json.loads(cli("jobs", "--json").stdout) == []

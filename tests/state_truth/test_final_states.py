@@ -162,3 +162,24 @@ def test_a_job_whose_agent_was_killed_is_lost_and_answers_at_once(
     done = cli("cancel", job, "--grace", "1", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == "cancelled"
+
+
+def test_a_refused_login_stops_wait_and_logs_at_once_with_ssh_saying_why(
+    cli: CLI, remote: str, project: Path
+) -> None:
+    (project / "sleepy.py").write_text(SLEEPY)
+    job = job_id_of(cli("run", "--on", "box", "sleepy.py", cwd=project))
+    # The host is there but no longer lets us in: retrying for ssh.reconnect_timeout_s
+    # (300 s) cannot help.
+    done = cli("hosts", "add", "box", "testhost", "--user", "nosuchuser", "--remote-dir",
+               remote, "--replace", "--no-check")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for args in (("wait", job), ("logs", job, "--follow")):
+        took, done = timed(cli, *args)
+        assert took < FAST_S, (args, took)
+        assert done.returncode == 4, (args, done.stderr)  # authentication
+        assert "Permission denied" in done.stderr, done.stderr
+    back = cli("hosts", "add", "box", "testhost", "--remote-dir", remote,
+                             "--replace", "--no-check")  # fmt: skip
+    assert back.returncode == 0
+    assert cli("cancel", job, "--grace", "0").returncode == 0

@@ -35,6 +35,10 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
+        if os.environ.get("_RUNCTL_COMPLETE"):  # the shell asks for completions
+            from runctl.cli.completion import attach
+
+            attach(command)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -403,10 +403,13 @@ def exec_(command: str, command_args: tuple[str, ...], on: str | None, **opts: A
             raise UsageError("nothing to run", hint="runctl exec --on HOST -- COMMAND [ARGS]")
         command, command_args = command_args[0], command_args[1:]
     command_args = tuple(_split_args(command_args))  # `exec CMD -- ARGS` as before
+    from runctl.cli.seed_compat import exec_kind
+
+    kind = exec_kind(command)  # `exec train.py` runs it with python, as the seed did
     if opts.pop("dry_run"):
-        _dry_run([command, *command_args], "command", on, opts)
+        _dry_run([command, *command_args], kind, on, opts)
         return
-    job = _submit([command, *command_args], "command", on, opts)
+    job = _submit([command, *command_args], kind, on, opts)
     _finish(_follow_to_end(job, cancel_on_interrupt=True))
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from runctl.runtime import Runtime
 
 CLOUDS = ("aws", "runpod", "lyceum")
+OWN = ("local", "ssh")  # machines you bring; `resources list --platform local` only
 SORTS = {
     "cost": lambda r: -r["total_usd"],
     "hourly": lambda r: -(r["hourly_usd"] or 0.0),
@@ -99,10 +100,12 @@ def _select(
     state: str,
     sort: str,
     limit: int | None,
+    own: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     from runctl.core.cost_report import rows
 
     items = [r for r in rows(rt.store, datetime.now(UTC)) if r["provider"] in platforms]
+    items += _own_machines(rt, own or [])
     if state != "all":
         items = [r for r in items if r["state"] == state]
     if project:
@@ -114,6 +117,35 @@ def _select(
         items = [r for r in items if r["user"] == user]
     items.sort(key=SORTS[sort])
     return items[:limit] if limit else items
+
+
+def _own_machines(rt: Runtime, which: list[str]) -> list[dict[str, Any]]:
+    """Rows for this machine and SSH hosts (the seed's ``--platform local``): the machines
+    jobs ran on, busy while one of their jobs is live; they cost nothing runctl knows of."""
+    import socket
+
+    from runctl.core import costs
+
+    now = datetime.now(UTC)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in sorted(rt.store.list_jobs(), key=lambda j: j.created_at):
+        if job.provider not in which:
+            continue
+        row = found.setdefault((job.provider, job.instance_id), {
+            "provider": job.provider, "instance_id": job.instance_id,
+            "name": socket.gethostname() if job.provider == "local" else job.instance_id,
+            "state": "idle", "spot": False, "hourly_usd": 0.0, "price_known": True,
+            "hours": 0.0, "total_usd": 0.0, "today_usd": 0.0, "storage_usd": 0.0,
+            "storage_known": True, "project": job.project, "user": "", "protected": False,
+            "created_at": job.created_at, "age_s": costs.elapsed_s(job.created_at, None, now),
+            "jobs": 0, "jobs_live": 0,
+        })  # fmt: skip
+        row["jobs"] += 1
+        row["project"] = job.project
+        if not job.state.is_final:
+            row["jobs_live"] += 1
+            row["state"] = "running"
+    return list(found.values())
 
 
 def _show_rows(items: list[dict[str, Any]]) -> None:
@@ -155,7 +187,14 @@ def _show_rows(items: list[dict[str, Any]]) -> None:
 
 
 @resources.command(name="list")
-@platform_option
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    type=click.Choice([*CLOUDS, *OWN, "all"]),
+    help="Which providers (repeatable; default all clouds; one without credentials is "
+    "skipped); local/ssh: this machine and SSH hosts that ran jobs.",
+)
 @click.option("--project", help="Tag runctl:project, or jobs of this project ran on it.")
 @click.option("--user", help="Tag runctl:user (AWS; RunPod/Lyceum have no tags).")
 @click.option(
@@ -211,16 +250,21 @@ def list_(
       runctl resources list --export csv --export-file inventory.csv
     """
     rt = runtime()
-    chosen = _platforms(platforms)
+    own = [p for p in OWN if p in platforms]
+    chosen = (
+        _platforms(tuple(p for p in platforms if p not in OWN))
+        if not own or any(p in CLOUDS or p == "all" for p in platforms)
+        else []
+    )
     if export_file and not export:
         raise UsageError("--export-file needs --export", hint="add --export csv|html|json")
     if watch and (export or is_json()):
         raise UsageError("--watch renders a table", hint="drop --watch with --export/--json")
     renders = 0
     while True:
-        if not no_refresh:
+        if not no_refresh and chosen:
             _refresh(rt, chosen)
-        items = _select(rt, chosen, project, user, state, sort, limit)
+        items = _select(rt, chosen, project, user, state, sort, limit, own)
         if export:
             _export(rt, items, export, export_file)
             return

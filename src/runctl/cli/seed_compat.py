@@ -136,6 +136,17 @@ def force_means_yes(fn: F) -> F:
                         callback=warn)(fn)  # fmt: skip
 
 
+def exec_kind(command: str) -> str:
+    """``exec`` runs COMMAND as it is, except a ``.py`` file here: the seed ran those like
+    ``local`` does (uv run / python), so they go as a script instead of failing with 126."""
+    from pathlib import Path
+
+    if command.endswith(".py") and Path(command).is_file():
+        note(f"exec {command}", f"runctl local {command}")
+        return "script"
+    return "command"
+
+
 # ------------------------------------------------------------------------------ verbose
 
 _verbose = False

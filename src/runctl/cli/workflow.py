@@ -132,6 +132,13 @@ def workflow_train(script: str, script_args: tuple[str, ...], **opts: Any) -> No
         )
     rt = runtime()
     secrets, env_file = resolve_secrets(opts["secrets"], opts["env_file"])
+    if not opts["on"] and opts["instance_type"]:
+        # The seed's form: `workflow train SCRIPT --instance-type T` always meant EC2.
+        from runctl.cli.seed_compat import note
+
+        note(f"workflow train --instance-type {opts['instance_type']}",
+             f"workflow train --on aws --instance-type {opts['instance_type']}")  # fmt: skip
+        opts["on"] = "aws"
     on = (opts["on"] or str(rt.config.get("defaults.on")) or "local").strip()
     policy = policy_from_options(**opts)
     request = WorkflowRequest(
