@@ -2,10 +2,13 @@
 
 A tiny MLP on random data in one process (gloo, no launcher). Every ``--save-every`` steps
 ``engine.save_checkpoint`` writes ``global_step<N>/`` and the ``latest`` file into
-``$RUNCTL_CHECKPOINT_DIR``; re-running the same command resumes from the newest one: runctl
-sets ``RUNCTL_RESUME_FROM`` to the directory holding ``latest``. The one line that takes it::
+``$RUNCTL_CHECKPOINT_DIR``; re-running the same command resumes from the newest complete one:
+runctl sets ``RUNCTL_RESUME_FROM`` to the directory holding ``latest`` and ``RUNCTL_RESUME_TAG``
+to the tag it chose (``latest`` may name a checkpoint cut short by a crash, which runctl
+skips). The one line that takes it::
 
-    engine.load_checkpoint(os.environ["RUNCTL_RESUME_FROM"])  # when it is set
+    engine.load_checkpoint(os.environ["RUNCTL_RESUME_FROM"],
+                           tag=os.environ.get("RUNCTL_RESUME_TAG"))  # when it is set
 
 Prints ``STEP <global step>`` after every optimizer step.
 """
@@ -65,7 +68,7 @@ def main() -> None:
         )
         resume = os.environ.get("RUNCTL_RESUME_FROM")
         if resume:
-            engine.load_checkpoint(resume)
+            engine.load_checkpoint(resume, tag=os.environ.get("RUNCTL_RESUME_TAG"))
             print(f"RESUMED {resume} at step {engine.global_steps}", flush=True)
         x, y = torch.randn(64, 16), torch.randn(64, 1)
         while engine.global_steps < args.steps:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,24 +368,58 @@ def parse_value(key: str, text: str) -> Any:
 
 
 def set_value(path: Path, key: str, text: str) -> Any:
-    """Write one key into ``path``, keeping every other key already in that file."""
-    import tomli_w
+    """Write one key into ``path``, keeping every other key, comment and blank line as it was.
 
+    A key that `runctl init` wrote as a commented default (``# name = ...``) is set on the
+    line after that comment, so the value stays next to its explanation.
+    """
     value = parse_value(key, text)
-    data: dict[str, Any] = {}
+    old = ""
+    before: dict[str, Any] = {}
     if path.is_file():
         read_file(path)  # refuse to rewrite a file we could not read back
-        data = tomllib.loads(path.read_text())
+        old = path.read_text()
+        before = tomllib.loads(old)
     section, name = key.split(".", 1)
-    data.setdefault(section, {})[name] = value
+    new = _with_key(old, section, name, value)
+    expected = {**before, section: {**before.get(section, {}), name: value}}
+    if tomllib.loads(new) != expected:  # the edit must change that key and nothing else
+        raise ConfigError(f"could not set {key} in {path} without changing other keys",
+                          hint=f"edit {path} by hand")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if SCHEMA[key].secret or (path.is_file() and path.stat().st_mode & 0o077 == 0):
         tmp.unlink(missing_ok=True)
         tmp.touch(mode=0o600)  # created private before the secret is written into it
-    tmp.write_text(tomli_w.dumps(data))
+    tmp.write_text(new)
     tmp.replace(path)
     return value
+
+
+def _with_key(text: str, section: str, name: str, value: Any) -> str:
+    """``text`` (a TOML document) with ``[section] name = value`` set, layout kept (tomlkit)."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    table = doc.get(section)
+    if isinstance(table, dict) and name in table:
+        table[name] = value  # replaced in place; a comment after it on the line stays
+        return doc.as_string()
+    literal = f"{tomlkit.key(name).as_string()} = {tomlkit.item(value).as_string()}"
+    lines = text.splitlines(keepends=True)
+    current = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            current = stripped.strip("[]").strip()
+        elif current == section and re.match(rf"#\s*{re.escape(name)}\s*=", stripped):
+            ending = "" if line.endswith("\n") else "\n"
+            lines.insert(i + 1, ending + literal + "\n")
+            return "".join(lines)
+    if table is None:
+        doc[section] = tomlkit.table()
+    doc[section][name] = value
+    return doc.as_string()
 
 
 def shown(key: str, value: Any) -> Any:

@@ -112,8 +112,14 @@ def _alive(pid: int | None) -> bool:
 #   DeepSpeed          global_step<N>/ beside a `latest` file naming the newest complete one
 #   Orbax / JAX        <step>/ (written as <step>.orbax-checkpoint-tmp-*, then renamed)
 #   plain files        *.pt *.pth *.ckpt *.safetensors *.bin: step_N, epoch_N, best, last...
+#
+# A directory is complete once its marker is there and none of its files of a known format
+# (torch zip, safetensors) is cut short (a crash mid-write beside an already written marker).
 
 CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+# Files inside checkpoint directories whose integrity is checked (header or tail only):
+# Accelerate's random_states_*.pkl are torch.save zips too.
+_INNER_EXTS = CHECKPOINT_EXTS + (".pkl",)
 FRAMEWORK_KINDS = ("hf", "accelerate", "dcp", "deepspeed", "orbax")
 _NOT_CHECKPOINTS = ("training_args.bin",)  # HF Trainer's pickled arguments
 _PROTECTED = ("last", "best", "final")  # cleanup keeps these unless named explicitly
@@ -268,6 +274,23 @@ def file_problem(path: str, size: int) -> str | None:
     return None
 
 
+def inner_problem(directory: str, files: list) -> str | None:
+    """The first truncated weight/optimizer/state file inside a checkpoint directory, named
+    (``optimizer.pt: truncated: no zip end record``), or None. Only files of known formats are
+    looked at, and of each only its header or its tail: the cost stays small on big models."""
+    for full in sorted(files):
+        if not full.endswith(_INNER_EXTS):
+            continue
+        try:
+            size = os.path.getsize(full)
+        except OSError:
+            continue  # rotated away while we looked
+        problem = file_problem(full, size)
+        if problem:
+            return os.path.relpath(full, directory).replace(os.sep, "/") + ": " + problem
+    return None
+
+
 def _dir_stats(path: str) -> tuple:
     """(bytes, newest mtime, files) of everything under ``path``."""
     total, newest, names = 0, 0.0, []
@@ -330,14 +353,14 @@ def _dir_row(path: str, kind: str, files: list) -> dict:
         with contextlib.suppress(OSError):
             if os.path.getsize(os.path.join(path, ".metadata")) == 0:
                 problem = "empty .metadata"
-    if kind == "dir":
-        for full in inner:
-            if full.endswith(CHECKPOINT_EXTS) and problem is None:
-                with contextlib.suppress(OSError):
-                    problem = file_problem(full, os.path.getsize(full))
+    if problem is None:  # the marker is there: are the files it vouches for whole?
+        problem = inner_problem(path, inner)
+    by_tag = kind == "deepspeed"  # load_checkpoint(save_dir, tag): `latest` may name another
     row = {"path": path, "kind": kind, "step": step, "epoch": epoch, "bytes": total,
            "mtime": mtime, "complete": problem is None,
-           "resume_path": os.path.dirname(path) if kind == "deepspeed" else path}  # fmt: skip
+           "resume_path": os.path.dirname(path) if by_tag else path}  # fmt: skip
+    if by_tag:
+        row["tag"] = os.path.basename(path)
     return _apply_meta(row, inside, _sidecar_meta(path, True), problem)
 
 
@@ -428,20 +451,21 @@ def _scan(directory: str, rows: list, parent_files: list, is_root: bool = False)
 
 
 def resolve_resume(path: str) -> tuple:
-    """(what the framework's resume API takes, its step or None) for a given checkpoint:
-    a file inside a checkpoint directory stands for the directory, a DeepSpeed save dir or a
-    directory of checkpoints for its newest complete one."""
+    """(what the framework's resume API takes, its step or None, its tag or None) for a given
+    checkpoint: a file inside a checkpoint directory stands for the directory, a DeepSpeed
+    save dir or a directory of checkpoints for its newest complete one; a DeepSpeed
+    global_step<N>/ for its save dir and the tag global_step<N>."""
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isfile(path):
         parent = list_checkpoints(os.path.dirname(path))
         if len(parent) == 1 and parent[0]["path"] == os.path.dirname(path):
-            return parent[0]["resume_path"], parent[0]["step"]
+            return parent[0]["resume_path"], parent[0]["step"], parent[0].get("tag")
         row = _file_row(path)
-        return path, row["step"] if row else None
+        return path, row["step"] if row else None, None
     chosen, _skipped = pick_resume(list_checkpoints(path))
     if chosen is None:
-        return path, None
-    return chosen["resume_path"], chosen["step"]
+        return path, None, None
+    return chosen["resume_path"], chosen["step"], chosen.get("tag")
 
 
 def _signature(path: str) -> tuple:
@@ -997,20 +1021,22 @@ class Supervisor:
         return 0
 
     def pick_resume(self) -> tuple:
-        """(RUNCTL_RESUME_FROM, RUNCTL_RESUME_STEP): --resume-from as the framework takes it,
-        else the newest complete checkpoint; newer incomplete ones are named in the log."""
+        """(RUNCTL_RESUME_FROM, RUNCTL_RESUME_STEP, RUNCTL_RESUME_TAG): --resume-from as the
+        framework takes it, else the newest complete checkpoint; newer incomplete ones are
+        named in the log. The tag (DeepSpeed's global_step<N>) makes the framework load the
+        checkpoint chosen here, not the one its `latest` file names."""
         spec = self.spec
         if spec.get("resume_from"):
             return resolve_resume(spec["resume_from"])
         if not spec.get("resume", True) or not spec.get("checkpoint_dir"):
-            return None, None
+            return None, None, None
         chosen, skipped = pick_resume(list_checkpoints(spec["checkpoint_dir"]))
         used = f"resuming from {chosen['name']}" if chosen else "starting without a checkpoint"
         for row in skipped:
             self.note(f"skipped checkpoint {row['name']} ({row['problem']}); {used}")
         if chosen is None:
-            return None, None
-        return chosen["resume_path"], chosen["step"]
+            return None, None, None
+        return chosen["resume_path"], chosen["step"], chosen.get("tag")
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -1054,7 +1080,7 @@ class Supervisor:
         ):
             self.note("checkpoint restore failed; starting without it")
         if rc == 0 and self.cancel_at is None:
-            resume, resume_step = self.pick_resume()
+            resume, resume_step, resume_tag = self.pick_resume()
             env.update(
                 {
                     "RUNCTL_JOB_ID": spec["job_id"],
@@ -1072,6 +1098,9 @@ class Supervisor:
             env.pop("RUNCTL_RESUME_STEP", None)
             if resume_step is not None:
                 env["RUNCTL_RESUME_STEP"] = str(resume_step)
+            env.pop("RUNCTL_RESUME_TAG", None)  # never one inherited from an outer job
+            if resume_tag:
+                env["RUNCTL_RESUME_TAG"] = resume_tag
             argv = build_argv(spec, workdir, python)
             if spec.get("docker"):  # run inside a container (runctl run --docker-image)
                 argv = docker_argv(spec, workdir, env, resume, self.node_env)

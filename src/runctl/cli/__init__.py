@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = os.environ.get("RUNCTL_DEBUG") == "1"
     args = sys.argv[1:] if argv is None else argv
-    if {"--output", "-v", "--verbose"} & set(args) or any(a.startswith("--output=") for a in args):
+    if {"--output", "-v", "--verbose", "runpod", "lyceum"} & set(args) or any(
+        a.startswith("--output=") for a in args
+    ):
         from runctl.cli.seed_compat import rewrite_args
 
         args = rewrite_args(cli, list(args))

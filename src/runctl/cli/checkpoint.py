@@ -433,6 +433,7 @@ def checkpoint_cleanup(
 
 @checkpoint.command(name="resume")
 @click.argument("job_ref")
+@click.argument("seed_args", nargs=-1, type=click.UNPROCESSED, cls=HiddenArgument)
 @click.option(
     "--from",
     "from_",
@@ -441,12 +442,13 @@ def checkpoint_cleanup(
 )
 @click.option(
     "--resume-arg/--no-resume-arg",
-    default=False,
+    default=None,
     help="Also pass `--resume PATH` to the script (for scripts that take it).",
 )
 @click.option("-f", "--follow", is_flag=True, help="Stream the new job's log.")
 @json_option
-def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow: bool) -> None:
+def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool | None, follow: bool,
+                      seed_args: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Run JOB again on the same target, resuming from its latest checkpoint.
 
     \b
@@ -458,6 +460,13 @@ def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow:
     from runctl.storage.checkpoints import FRAMEWORK_KINDS
 
     rt = runtime()
+    if seed_args or not _is_job(job_ref):
+        # The seed's form: `checkpoint resume CHECKPOINT SCRIPT [-- ARGS]` (a path, a script).
+        from runctl.cli.seed_compat import resume_script
+
+        resume_script(job_ref, seed_args, resume_arg is not False, follow)
+        return
+    resume_arg = bool(resume_arg)
     old = rt.store.get_job(job_ref)
     resume_from = _absolute_on_host(old, from_) if from_ else None
     if resume_from is None and resume_arg:
@@ -483,6 +492,15 @@ def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool, follow:
     from runctl.cli.jobs import job_json
 
     emit(job_json(job, resumes=old.job_id), job.job_id)
+
+
+def _is_job(ref: str) -> bool:
+    """A job id/name this store knows (else `checkpoint resume` may be given a path)."""
+    try:
+        runtime().store.get_job(ref)
+    except NotFoundError:
+        return not Path(ref).exists()  # neither: let the job lookup say it is unknown
+    return True
 
 
 def _absolute_on_host(job: Job, given: str) -> str:

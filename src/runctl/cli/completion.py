@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import click
 from click.shell_completion import CompletionItem
@@ -68,7 +68,7 @@ def _rows(sql: str, args: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         return []
 
 
-def _items(rows: list[tuple[str, ...]], incomplete: str) -> list[CompletionItem]:
+def _items(rows: Sequence[tuple[str, ...]], incomplete: str) -> list[CompletionItem]:
     return [
         CompletionItem(row[0], help=row[1] if len(row) > 1 else None)
         for row in rows

@@ -57,9 +57,13 @@ def config_show() -> None:
     """
     from runctl import config as cfgmod
 
-    cfg = get_ctx().runtime().config
+    rt = get_ctx().runtime()
+    cfg = rt.config
+    derived = _derived_defaults(rt.home)
     rows = [(k, cfgmod.shown(k, cfg.get(k)), cfg.sources.get(k, "default"))
             for k in cfgmod.SCHEMA]  # fmt: skip
+    # A blank default stands for a value worked out at run time: show that value.
+    rows = [(k, derived[k] if v == "" and k in derived else v, s) for k, v, s in rows]
     data = {
         "values": {k: v for k, v, _ in rows},
         "sources": {k: s for k, _, s in rows},
@@ -67,6 +71,20 @@ def config_show() -> None:
         "home": str(cfgmod.home()),
     }
     emit(data, lambda: table(["key", "value", "source"], rows))
+
+
+def _derived_defaults(home: Path) -> dict[str, str]:
+    """What the keys whose default is blank mean here and now (as jobs.py/providers use them)."""
+    import sys
+
+    from runctl.core.sync_select import find_project_root
+
+    return {
+        "defaults.project": find_project_root(Path.cwd() / "SCRIPT").name,
+        "local.checkpoint_dir": str(home / "local" / "checkpoints"),
+        "local.python": sys.executable,
+        "ssh.config_file": str(Path("~/.ssh/config").expanduser()),
+    }
 
 
 @config.command(name="set")

@@ -25,7 +25,7 @@ from runctl.perms import private_dir
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgressBar
 
-    from runctl.storage.s3 import ObjectInfo, S3Storage, TransferSummary
+    from runctl.storage.s3 import ObjectInfo, S3Storage, TransferOptions, TransferSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +74,10 @@ def local_destination(text: str) -> Path:
 
 
 def transfer_options(fn: F) -> F:
-    """--include/--exclude/--concurrency, shared by upload, download and sync."""
+    """--include/--exclude/--concurrency/--use-s5cmd, shared by upload, download and sync."""
+    fn = click.option("--use-s5cmd", is_flag=True,
+                      help="Move the bytes with the s5cmd binary (must be on PATH); runctl "
+                      "still picks the files and checks the sizes.")(fn)  # fmt: skip
     fn = click.option("--concurrency", type=click.IntRange(1, 256),
                       help="Parallel requests (default: s3.max_concurrency).")(fn)  # fmt: skip
     fn = click.option("--exclude", multiple=True, metavar="GLOB",
@@ -126,7 +129,7 @@ def human_bytes(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def report(summary: TransferSummary) -> None:
+def report(summary: TransferSummary, method: str = "") -> None:
     """Print a transfer summary; then, if some objects failed, list them and fail (exit 1)."""
 
     def text() -> None:
@@ -152,9 +155,13 @@ def report(summary: TransferSummary) -> None:
             f"{human_bytes(summary.resumed_bytes)} resumed" if summary.resumed_bytes else "",
             f"{summary.verified} verified" if summary.verified else "",
         ]
-        click.echo("; ".join([line, *[e for e in extras if e]]))
+        tail = f" ({method})" if method else ""
+        click.echo("; ".join([line, *[e for e in extras if e]]) + tail)
 
-    emit(summary.to_dict(), text)
+    data = summary.to_dict()
+    if method:
+        data["method"] = method
+    emit(data, text)
     if summary.failed:
         for failure in summary.failed[:20]:
             progress(f"failed: {failure}")
@@ -201,7 +208,8 @@ def s3() -> None:
 @transfer_options
 @json_option
 def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[str, ...],
-              exclude: tuple[str, ...], concurrency: int | None) -> None:  # fmt: skip
+              exclude: tuple[str, ...], concurrency: int | None,
+              use_s5cmd: bool = False) -> None:  # fmt: skip
     """Upload a file or directory to S3.
 
     S3URI is the key for a file, or a prefix (ending in /) to put it or a directory under.
@@ -218,7 +226,8 @@ def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[st
     if source.is_dir() and not recursive:
         raise UsageError(f"{source} is a directory", hint="pass -r/--recursive to upload it")
     opts = TransferOptions(include=include, exclude=exclude)
-    report(open_storage(concurrency).upload(source, uri, opts))
+    storage = open_storage(concurrency)
+    _transfer(storage, lambda o: storage.upload(source, uri, o), opts, use_s5cmd)
 
 
 @s3.command(name="download")
@@ -228,7 +237,8 @@ def s3_upload(source: Path, destination: str, recursive: bool, include: tuple[st
 @transfer_options
 @json_option
 def s3_download(source: str, destination: str, recursive: bool, include: tuple[str, ...],
-                exclude: tuple[str, ...], concurrency: int | None) -> None:  # fmt: skip
+                exclude: tuple[str, ...], concurrency: int | None,
+                use_s5cmd: bool = False) -> None:  # fmt: skip
     """Download an object, or with -r a prefix, to DESTINATION.
 
     An object goes into DESTINATION if it is a directory (or ends in /), else becomes it.
@@ -244,7 +254,9 @@ def s3_download(source: str, destination: str, recursive: bool, include: tuple[s
     uri = parse_uri(source)
     opts = TransferOptions(include=include, exclude=exclude)
     dest = local_destination(destination)
-    report(open_storage(concurrency).download(uri, dest, opts, recursive=recursive))
+    storage = open_storage(concurrency)
+    _transfer(storage, lambda o: storage.download(uri, dest, o, recursive=recursive), opts,
+              use_s5cmd)  # fmt: skip
 
 
 @s3.command(name="sync")
@@ -252,11 +264,14 @@ def s3_download(source: str, destination: str, recursive: bool, include: tuple[s
 @click.argument("destination")
 @click.option("--delete", is_flag=True, help="Delete destination files the source lacks.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--direction", type=click.Choice(["up", "down"]), hidden=True,
+              help="Old: `sync DIR S3URI --direction down` = `sync S3URI DIR`.")  # fmt: skip
 @transfer_options
 @json_option
 def s3_sync(source: str, destination: str, delete: bool, dry_run: bool,
             include: tuple[str, ...], exclude: tuple[str, ...],
-            concurrency: int | None) -> None:  # fmt: skip
+            concurrency: int | None, use_s5cmd: bool = False,
+            direction: str | None = None) -> None:  # fmt: skip
     """Make DESTINATION match SOURCE (local directory <-> S3).
 
     One side is a directory, the other an s3://bucket/prefix.
@@ -269,10 +284,32 @@ def s3_sync(source: str, destination: str, delete: bool, dry_run: bool,
       runctl s3 sync outputs/ s3://my-bucket/outputs/
       runctl s3 sync s3://my-bucket/data/ data/ --delete --dry-run
     """
-    from runctl.storage.s3 import TransferOptions
+    from runctl.storage.s3 import TransferOptions, is_s3_uri
 
+    if direction is not None:  # the seed named the local side first and said which way
+        from runctl.cli.seed_compat import note
+
+        local, remote = (destination, source) if is_s3_uri(source) else (source, destination)
+        new = f"s3 sync {local} {remote}" if direction == "up" else f"s3 sync {remote} {local}"
+        note(f"s3 sync {source} {destination} --direction {direction}", new)
+        source, destination = (local, remote) if direction == "up" else (remote, local)
     opts = TransferOptions(include=include, exclude=exclude, delete=delete, dry_run=dry_run)
-    report(open_storage(concurrency).sync(source, destination, opts))
+    storage = open_storage(concurrency)
+    _transfer(storage, lambda o: storage.sync(source, destination, o), opts, use_s5cmd)
+
+
+def _transfer(storage: S3Storage, run: Callable[[TransferOptions], TransferSummary],
+              opts: TransferOptions, use_s5cmd: bool) -> None:  # fmt: skip
+    """Run a transfer natively, or (--use-s5cmd) plan it natively and let s5cmd move it."""
+    if not use_s5cmd or opts.dry_run:
+        report(run(opts))
+        return
+    from dataclasses import replace
+
+    from runctl.storage.s3.s5cmd import find_s5cmd, run_plan
+
+    binary = find_s5cmd()  # before any listing: a missing binary is the first thing to say
+    report(run_plan(storage, run(replace(opts, dry_run=True)), binary), method="s5cmd")
 
 
 @s3.command(name="list")

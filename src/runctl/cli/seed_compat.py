@@ -12,8 +12,10 @@ docs/migrating.md lists every old spelling and tests/seed/ runs the seed's docum
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,29 +32,32 @@ def note(old: str, new: str) -> None:
     click.echo(f"note: `{old}` is an old runctl spelling; today: `{new}`", err=True)
 
 
-def _leaf(group: click.Group, args: Sequence[str]) -> tuple[click.Command, int]:
-    """The command ``args`` select, resolved the way click will (options skipped), and the
-    index where its own options stop being parsed (its first positional, for commands that
-    pass everything after SCRIPT to the script; else the end)."""
+def _leaf(group: click.Group, args: Sequence[str]) -> tuple[click.Command, int, list[int]]:
+    """The command ``args`` select, resolved the way click will (options skipped); the index
+    where its own options stop being parsed (its first positional, for commands that pass
+    everything after SCRIPT to the script; else the end); the indices of its positionals."""
     ctx = click.Context(group)
     cmd: click.Command = group
     skip = False
+    stop = len(args)
+    positionals: list[int] = []
     for i, tok in enumerate(args):
         if skip:
             skip = False
             continue
-        if tok.startswith("-"):
-            skip = tok in ("-c", "--config") and cmd is group
-            if cmd is not group:
-                skip = _takes_value(cmd, tok)
+        if tok.startswith("-") and tok != "-":
+            skip = _takes_value(cmd, tok) and "=" not in tok
             continue
         if not isinstance(cmd, click.Group):
-            return cmd, (len(args) if cmd.allow_interspersed_args else i)
+            if not cmd.allow_interspersed_args and stop == len(args):
+                stop = i
+            positionals.append(i)
+            continue
         sub = cmd.get_command(ctx, tok)
         if sub is None:
             break
         cmd = sub
-    return cmd, len(args)
+    return cmd, stop, positionals
 
 
 def _takes_value(cmd: click.Command, tok: str) -> bool:
@@ -60,6 +65,26 @@ def _takes_value(cmd: click.Command, tok: str) -> bool:
         if isinstance(param, click.Option) and tok in param.opts + param.secondary_opts:
             return not param.is_flag and not param.count
     return False
+
+
+_ID_FLAGS = ("--pod-id", "--vm-id")
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{3,}$")
+
+
+def _positional_id(leaf: click.Command, head: list[str], positionals: list[int]) -> list[str]:
+    """``runpod train POD SCRIPT``, ``runpod monitor POD``: the seed took the pod id as the
+    first argument; today it is ``--pod-id POD``. Rewritten when the id option is missing,
+    the first argument looks like an id (not a local path) and one is left for the others."""
+    flag = next((f for f in _ID_FLAGS if _has_option(leaf, f)), None)
+    if flag is None or not positionals or any(t == flag or t.startswith(flag + "=") for t in head):
+        return head
+    first = head[positionals[0]]
+    required = sum(1 for p in leaf.params if isinstance(p, click.Argument) and p.required)
+    if not _ID_SHAPE.match(first) or Path(first).exists() or len(positionals) <= required:
+        return head
+    note(f"{leaf.name} {first}", f"{leaf.name} {flag} {first}")
+    i = positionals[0]
+    return [*head[:i], flag, first, *head[i + 1 :]]
 
 
 def _has_option(cmd: click.Command, name: str) -> bool:
@@ -72,9 +97,13 @@ def rewrite_args(group: click.Group, args: list[str]) -> list[str]:
     head, tail = list(args[:cut]), list(args[cut:])
     wants_output = any(t == "--output" or t.startswith("--output=") for t in head)
     wants_verbose = any(t in ("-v", "--verbose") for t in head)
-    if not (wants_output or wants_verbose):
+    wants_id = any(t in ("runpod", "lyceum") for t in head)
+    if not (wants_output or wants_verbose or wants_id):
         return args
-    leaf, stop = _leaf(group, head)
+    leaf, stop, positionals = _leaf(group, head)
+    if wants_id:
+        head = _positional_id(leaf, head, positionals)
+        leaf, stop, positionals = _leaf(group, head)
     head, tail = head[:stop], head[stop:] + tail
     wants_verbose = any(t in ("-v", "--verbose") for t in head)
     front: list[str] = []
@@ -139,8 +168,6 @@ def force_means_yes(fn: F) -> F:
 def exec_kind(command: str) -> str:
     """``exec`` runs COMMAND as it is, except a ``.py`` file here: the seed ran those like
     ``local`` does (uv run / python), so they go as a script instead of failing with 126."""
-    from pathlib import Path
-
     if command.endswith(".py") and Path(command).is_file():
         note(f"exec {command}", f"runctl local {command}")
         return "script"

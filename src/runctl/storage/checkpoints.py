@@ -10,6 +10,11 @@ A checkpoint is a file or a directory:
     Orbax / JAX        <step>/ (written as <step>.orbax-checkpoint-tmp-*, then renamed)
     plain files        *.pt *.pth *.ckpt *.safetensors *.bin: step_N, epoch_N, best, last...
 
+A directory checkpoint is complete once its framework's marker is there (trainer_state.json,
+random_states_*.pkl, .metadata, the tag in ``latest``) *and* none of its weight/optimizer files
+of a known format (torch zip, safetensors) is cut short: a crash mid-write or a full disk can
+leave the marker beside a truncated optimizer.pt.
+
 The step comes from a sidecar JSON (``x.pt`` -> ``x.json``), else from inside the checkpoint
 (trainer_state.json, the global_step Lightning stores), else from the name; the step wins over
 the epoch. The same rules work on a local tree and on S3 keys (``rows_from_keys``).
@@ -35,6 +40,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
 CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+# Files inside checkpoint directories whose integrity is checked (header or tail only):
+# Accelerate's random_states_*.pkl are torch.save zips too.
+_INNER_EXTS = CHECKPOINT_EXTS + (".pkl",)
 FRAMEWORK_KINDS = ("hf", "accelerate", "dcp", "deepspeed", "orbax")
 _NOT_CHECKPOINTS = ("training_args.bin",)  # HF Trainer's pickled arguments
 _PROTECTED = ("last", "best", "final")  # cleanup keeps these unless named explicitly
@@ -72,6 +80,7 @@ class Checkpoint:
     problem: str | None = None  # why it is not complete (or is being written)
     protected: bool = False  # last*/best*/final*
     resume_path: Path | None = None  # what the framework's resume API takes
+    tag: str | None = None  # DeepSpeed: the name load_checkpoint(resume_path, tag=) takes
     meta: dict[str, Any] = field(default_factory=dict)  # the sidecar JSON
 
     @property
@@ -87,6 +96,8 @@ class Checkpoint:
         }  # fmt: skip
         if self.problem:
             row["problem"] = self.problem
+        if self.tag:
+            row["tag"] = self.tag
         if self.meta:
             row["meta"] = self.meta
         return row
@@ -238,6 +249,23 @@ def file_problem(path: Path, size: int) -> str | None:
     return None
 
 
+def inner_problem(directory: Path, files: Iterable[Path]) -> str | None:
+    """The first truncated weight/optimizer/state file inside a checkpoint directory, named
+    (``optimizer.pt: truncated: no zip end record``), or None. Only files of known formats are
+    looked at, and of each only its header or its tail: the cost stays small on big models."""
+    for full in sorted(files):
+        if not full.name.endswith(_INNER_EXTS):
+            continue
+        try:
+            size = full.stat().st_size
+        except OSError:
+            continue  # rotated away while we looked
+        problem = file_problem(full, size)
+        if problem:
+            return f"{full.relative_to(directory).as_posix()}: {problem}"
+    return None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -312,13 +340,12 @@ def _dir_row(path: Path, kind: str, files: Sequence[str]) -> Checkpoint:
         with contextlib.suppress(OSError):
             if (path / ".metadata").stat().st_size == 0:
                 problem = "empty .metadata"
-    if kind == "dir":
-        for full in inner:
-            if full.name.endswith(CHECKPOINT_EXTS) and problem is None:
-                with contextlib.suppress(OSError):
-                    problem = file_problem(full, full.stat().st_size)
+    if problem is None:  # the marker is there: are the files it vouches for whole?
+        problem = inner_problem(path, inner)
+    by_tag = kind == "deepspeed"  # load_checkpoint(save_dir, tag): `latest` may name another
     row = Checkpoint(path, step, total, mtime, kind=kind, epoch=epoch,
-                     resume_path=path.parent if kind == "deepspeed" else path)  # fmt: skip
+                     resume_path=path.parent if by_tag else path,
+                     tag=path.name if by_tag else None)  # fmt: skip
     return _apply_meta(row, inside, _read_json(sidecar_of(path, True)), problem)
 
 
@@ -412,21 +439,22 @@ def _scan(directory: Path, rows: list[Checkpoint], parent_files: list[str],
             _scan(path, rows, files)
 
 
-def resolve_resume(path: Path) -> tuple[Path, int | None]:
-    """(what the framework's resume API takes, its step or None) for a given checkpoint:
-    a file inside a checkpoint directory stands for the directory, a DeepSpeed save dir or a
-    directory of checkpoints for its newest complete one."""
+def resolve_resume(path: Path) -> tuple[Path, int | None, str | None]:
+    """(what the framework's resume API takes, its step or None, its tag or None) for a given
+    checkpoint: a file inside a checkpoint directory stands for the directory, a DeepSpeed
+    save dir or a directory of checkpoints for its newest complete one; a DeepSpeed
+    global_step<N>/ for its save dir and the tag global_step<N>."""
     path = Path(os.path.abspath(os.path.expanduser(path)))
     if path.is_file():
         parent = list_checkpoints(path.parent)
         if len(parent) == 1 and parent[0].path == path.parent:
-            return parent[0].resume_path or path.parent, parent[0].step
+            return parent[0].resume_path or path.parent, parent[0].step, parent[0].tag
         row = _file_row(path)
-        return path, row.step if row else None
+        return path, row.step if row else None, None
     chosen, _skipped = pick_resume(list_checkpoints(path))
     if chosen is None:
-        return path, None
-    return chosen.resume_path or chosen.path, chosen.step
+        return path, None, None
+    return chosen.resume_path or chosen.path, chosen.step, chosen.tag
 
 
 # ----------------------------------------------------------------------------- resume, prune
@@ -610,9 +638,11 @@ def _key_dir_row(node: dict[str, Any], base: str, rel: str, kind: str, files: li
     elif kind == "orbax" and not name.isdigit():
         problem = "temporary Orbax directory (still being written)"
     path = Path(base + rel)
+    by_tag = kind == "deepspeed"
     row = Checkpoint(path, step, total, mtime, name=rel, kind=kind, epoch=epoch,
                      complete=problem is None, problem=problem, protected=is_protected(name),
-                     resume_path=path.parent if kind == "deepspeed" else path)  # fmt: skip
+                     resume_path=path.parent if by_tag else path,
+                     tag=name if by_tag else None)  # fmt: skip
     return KeyCheckpoint(row, tuple(sorted(keys)))
 
 
@@ -662,6 +692,8 @@ def _inspect_dir(path: Path) -> dict[str, object]:
         "epoch": row.epoch, "complete": row.complete, "resume_path": str(row.resume_path),
         "source": "name",
     }  # fmt: skip
+    if row.tag:
+        info["tag"] = row.tag
     if row.problem:
         info["problem"] = row.problem
     if row.meta:
