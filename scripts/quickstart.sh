@@ -22,8 +22,8 @@ if [ "$BEFORE" != 0 ]; then
   echo "==> runctl run --name quickstart --follow examples/train_mnist.py --epochs 4"
   $R run --name quickstart --follow examples/train_mnist.py --epochs 4
   echo; echo "==> nothing left to train; --no-resume starts a fresh run from epoch 1:"
-  echo "==> runctl run --name quickstart --no-resume --follow examples/train_mnist.py --epochs 3"
-  $R run --name quickstart --no-resume --follow examples/train_mnist.py --epochs 3
+  echo "==> runctl run --name quickstart --no-resume --follow examples/train_mnist.py --epochs 4"
+  $R run --name quickstart --no-resume --follow examples/train_mnist.py --epochs 4
   JOB=$(last_job)
   echo; echo "==> runctl jobs"; $R jobs
   echo; echo "==> runctl status $JOB"; $R status "$JOB"

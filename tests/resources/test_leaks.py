@@ -56,7 +56,7 @@ def _popen(
 def _timed(*args: str, cwd: Path = REPO) -> tuple[float, dict[str, Any]]:
     """Run one command to completion: (seconds it took, its JSON answer)."""
     started = time.monotonic()
-    proc = _popen(*args, "--json", out=subprocess.PIPE, cwd=cwd, err=subprocess.PIPE)
+    proc = _popen("--json", *args, out=subprocess.PIPE, cwd=cwd, err=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (args, err.decode())
     return time.monotonic() - started, json.loads(out)
@@ -240,7 +240,7 @@ def test_sigkill_at_random_points_leaks_nothing(
             elif kind == "runpod-create":
                 proc, limit = _popen("runpod", "create", "--gpu", GPU, "--no-wait"), pod_s
             elif verb == "train":
-                proc, limit = _popen(*train[cloud], "--json", cwd=project), train_s[cloud]
+                proc, limit = _popen("--json", *train[cloud], cwd=project), train_s[cloud]
             else:
                 target = victims[cloud].pop()
                 flag = [target] if cloud == "aws" else ["--pod-id", target]

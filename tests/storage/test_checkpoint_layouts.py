@@ -148,15 +148,20 @@ def test_resume_from_is_what_the_framework_resume_api_takes(
     assert chosen.step == step
     theirs, _ = agent.pick_resume(agent.list_checkpoints(str(root)))
     assert theirs["resume_path"] == str(chosen.resume_path) and theirs["step"] == step
+    # DeepSpeed loads by tag: RUNCTL_RESUME_TAG names the chosen one, not what `latest` says.
+    tag = "global_step4" if framework == "deepspeed" else None
+    assert chosen.tag == theirs.get("tag") == tag
     if framework == "deepspeed":
         assert [s.name for s in skipped] == ["global_step6"]
+        assert resolve_resume(root / "global_step2") == (root, 2, "global_step2")
+        assert agent.resolve_resume(str(root / "global_step2")) == (str(root), 2, "global_step2")
     # Given a file inside a checkpoint directory (what the seed handed HF jobs), the
     # directory is what resumes.
     if framework == "hf":
         assert resolve_resume(root / "checkpoint-4" / "rng_state.pth") == (
-            root / "checkpoint-4", 4)  # fmt: skip
+            root / "checkpoint-4", 4, None)  # fmt: skip
         assert agent.resolve_resume(str(root / "checkpoint-4" / "rng_state.pth")) == (
-            str(root / "checkpoint-4"), 4)  # fmt: skip
+            str(root / "checkpoint-4"), 4, None)  # fmt: skip
 
 
 def test_the_chosen_checkpoints_load_with_their_framework(layouts: Path, tmp_path: Path) -> None:
@@ -232,6 +237,66 @@ def test_truncated_and_half_written_checkpoints_are_skipped(
     (safetensors / "model_2.safetensors").write_bytes(whole[:-10])
     rows = {r.name: r for r in list_checkpoints(safetensors)}
     assert rows["model_1.safetensors"].complete and not rows["model_2.safetensors"].complete
+
+
+def _cut(path: Path, keep: int | None = None) -> None:
+    """A crash mid-write (or a full disk): the file ends early."""
+    os.truncate(path, path.stat().st_size // 2 if keep is None else keep)
+
+
+# (layout, directory, file cut short inside it, the checkpoint resumed from instead)
+INNER_TRUNCATIONS = [
+    ("hf", "checkpoint-6", "optimizer.pt", "checkpoint-4"),
+    ("hf", "checkpoint-6", "model.safetensors", "checkpoint-4"),
+    ("accelerate", "checkpoints/checkpoint_2", "optimizer.bin", "checkpoints/checkpoint_1"),
+    ("accelerate", "checkpoints/checkpoint_2", "random_states_0.pkl", "checkpoints/checkpoint_1"),
+    ("deepspeed", "global_step4", "mp_rank_00_model_states.pt", "global_step2"),
+    ("deepspeed", "global_step4", "zero_pp_rank_0_mp_rank_00_optim_states.pt", "global_step2"),
+]
+
+
+@pytest.mark.parametrize(("framework", "directory", "inner", "previous"), INNER_TRUNCATIONS)
+def test_a_truncated_file_inside_a_checkpoint_directory_makes_it_incomplete(
+    layouts: Path, agent: ModuleType, tmp_path: Path, framework: str, directory: str,
+    inner: str, previous: str,
+) -> None:  # fmt: skip
+    root = _copy(layouts, framework, tmp_path)
+    target = root / directory / inner
+    if not target.exists():  # the framework's version names it otherwise
+        pytest.skip(f"{framework} wrote no {inner}: {sorted(os.listdir(root / directory))}")
+    _cut(target)
+    rows = {r.name: r for r in list_checkpoints(root)}
+    theirs = {r["name"]: r for r in agent.list_checkpoints(str(root))}
+    assert not rows[directory].complete and theirs[directory]["complete"] is False
+    assert rows[directory].problem == theirs[directory]["problem"]
+    assert str(rows[directory].problem).startswith(f"{inner}: truncated"), rows[directory]
+    assert all(r.complete for name, r in rows.items() if name == previous)
+    chosen, skipped = pick_resume(list(rows.values()))
+    their_choice, their_skipped = agent.pick_resume(agent.list_checkpoints(str(root)))
+    assert chosen is not None and chosen.name == previous == their_choice["name"]
+    assert directory in [s.name for s in skipped] and directory in [
+        s["name"] for s in their_skipped]  # fmt: skip
+    if framework == "deepspeed":  # `latest` still names the broken one: the tag says which
+        assert (root / "latest").read_text().strip() == directory
+        assert chosen.tag == their_choice["tag"] == previous
+        assert resolve_resume(root) == (root, 2, previous)
+        assert agent.resolve_resume(str(root)) == (str(root), 2, previous)
+
+
+def test_only_known_formats_inside_a_checkpoint_are_checked(tmp_path: Path) -> None:
+    """A checkpoint directory may hold anything beside its weights (logs, a tokenizer, an
+    empty notes file): only torch zips, safetensors and the like decide completeness."""
+    import torch
+
+    ck = tmp_path / "checkpoint-2"
+    ck.mkdir()
+    torch.save({"w": torch.zeros(4)}, ck / "optimizer.pt")
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    (ck / "notes.txt").write_text("")
+    (ck / "tokenizer.json").write_text('{"half": ')
+    (ck / "rng_state.pth").write_bytes(b"\x80\x02}q\x00.")  # a legacy (non-zip) torch file
+    rows = list_checkpoints(tmp_path)
+    assert [(r.name, r.complete) for r in rows] == [("checkpoint-2", True)]
 
 
 def test_a_checkpoint_still_growing_is_not_offered(tmp_path: Path) -> None:

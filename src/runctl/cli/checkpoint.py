@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
-from runctl.errors import NotFoundError, RunctlError
+from runctl.cli.seed_compat import HiddenArgument
+from runctl.errors import NotFoundError, RunctlError, UsageError
 
 if TYPE_CHECKING:
     from runctl.models import Job
@@ -107,15 +108,16 @@ deletes one newer than the newest complete checkpoint.
 
 A job gets RUNCTL_CHECKPOINT_DIR (write checkpoints there), RUNCTL_RESUME_FROM (the newest
 complete checkpoint as its framework's resume API takes it, an absolute path, empty when
-there is none) and RUNCTL_RESUME_STEP (its step, when known). After
-`r = os.environ.get("RUNCTL_RESUME_FROM") or None`, the one line a script needs is:
+there is none), RUNCTL_RESUME_STEP (its step, when known) and, for DeepSpeed,
+RUNCTL_RESUME_TAG (the global_step<N> chosen; `latest` may name one skipped as incomplete).
+After `r = os.environ.get("RUNCTL_RESUME_FROM") or None`, the one line a script needs is:
 
 \b
   Lightning   trainer.fit(model, ckpt_path=r)
   HF Trainer  trainer.train(resume_from_checkpoint=r)
   Accelerate  if r: accelerator.load_state(r)
   torch DCP   if r: dcp.load(state_dict, checkpoint_id=r)
-  DeepSpeed   if r: engine.load_checkpoint(r)    (r is the directory holding `latest`)
+  DeepSpeed   if r: engine.load_checkpoint(r, tag=os.environ.get("RUNCTL_RESUME_TAG"))
   torch file  if r: state = torch.load(r)
 
 \b
@@ -229,7 +231,7 @@ def _job_info(ref: str) -> dict[str, Any]:
     row = rows[-1]
     if row.get("kind", "file") != "file":
         keys = ("path", "name", "kind", "step", "epoch", "bytes", "complete", "problem",
-                "resume_path")  # fmt: skip
+                "resume_path", "tag")  # fmt: skip
         info = {k: row.get(k) for k in keys if row.get(k) is not None}
         info.update(row.get("meta") or {})
         info["source"] = "sidecar" if row.get("meta") else "host"
@@ -494,12 +496,16 @@ def checkpoint_resume(job_ref: str, from_: str | None, resume_arg: bool | None, 
     emit(job_json(job, resumes=old.job_id), job.job_id)
 
 
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pkl")
+
+
 def _is_job(ref: str) -> bool:
     """A job id/name this store knows (else `checkpoint resume` may be given a path)."""
     try:
         runtime().store.get_job(ref)
-    except NotFoundError:
-        return not Path(ref).exists()  # neither: let the job lookup say it is unknown
+    except (NotFoundError, UsageError):
+        # Neither a job nor path-like: the job lookup below says it is unknown.
+        return not (Path(ref).exists() or "/" in ref or ref.endswith(_CHECKPOINT_SUFFIXES))
     return True
 
 
@@ -517,7 +523,9 @@ def _absolute_on_host(job: Job, given: str) -> str:
         return given
     for row in _agent_checkpoints(job.job_id):
         if row.get("name") == given.strip("/"):
-            return str(row.get("resume_path") or row["path"])
+            # A DeepSpeed tag dir itself: the agent turns it into its save dir plus
+            # RUNCTL_RESUME_TAG (the save dir alone would load what `latest` names).
+            return str(row["path"] if row.get("tag") else row.get("resume_path") or row["path"])
     target = instance_of_job(runtime(), job.provider, job.instance_id)
     transport = target.provider.connect(target.instance)
     if isinstance(transport, LocalTransport):  # this machine: relative to where you are

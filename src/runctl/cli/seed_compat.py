@@ -174,6 +174,43 @@ def exec_kind(command: str) -> str:
     return "command"
 
 
+class HiddenArgument(click.Argument):
+    """An argument left out of the usage line: a legacy form's extra words."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return []
+
+
+def resume_script(checkpoint: str, rest: Sequence[str], resume_arg: bool, follow: bool) -> None:
+    """The seed's ``checkpoint resume CHECKPOINT SCRIPT [-- ARGS]``: it printed
+    ``SCRIPT --resume CHECKPOINT``; here that runs, as a local job resuming from CHECKPOINT
+    (RUNCTL_RESUME_FROM, and ``--resume CHECKPOINT`` unless --no-resume-arg)."""
+    from runctl.cli.jobs import run
+    from runctl.errors import NotFoundError, UsageError
+
+    args = list(rest)  # click already took the `--` of `SCRIPT -- ARGS`
+    if not args:
+        raise UsageError(
+            f"{checkpoint!r} is not a job, and no SCRIPT was given",
+            hint="runctl checkpoint resume JOB, or runctl checkpoint resume CHECKPOINT SCRIPT",
+        )
+    script, script_args = args[0], args[1:]
+    path = Path(checkpoint)
+    if not path.exists():
+        raise NotFoundError(f"checkpoint not found: {checkpoint}",
+                            hint="see `runctl checkpoint list DIR`")  # fmt: skip
+    absolute = str(path.resolve())
+    extra = ["--resume", absolute] if resume_arg else []
+    shown = " ".join(["--resume", checkpoint] if resume_arg else [])
+    note(
+        f"checkpoint resume {checkpoint} {script}",
+        f"runctl run {script} --resume-from {checkpoint}" + (f" -- {shown}" if shown else ""),
+    )
+    ctx = click.get_current_context()
+    ctx.invoke(run, script=script, script_args=(*extra, *script_args), follow=follow,
+               resume_from=absolute)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ verbose
 
 _verbose = False
@@ -208,10 +245,3 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         argv = args[1]
         shown = argv if isinstance(argv, str | bytes) else shlex.join(str(a) for a in argv)
         log.debug("exec: %s", shown)
-
-
-def log_aws_call(model: Any = None, params: Any = None, **_kw: Any) -> None:
-    """botocore ``before-call`` hook: one line per AWS API call under -v."""
-    name = getattr(model, "name", "?")
-    service = getattr(getattr(model, "service_model", None), "service_name", "?")
-    log.debug("aws: %s.%s", service, name)

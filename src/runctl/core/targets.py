@@ -6,6 +6,7 @@ Accepted forms: ``local``; ``ssh:NAME`` (a registered host, an ~/.ssh/config ali
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from runctl.errors import NotFoundError, UsageError
@@ -13,6 +14,8 @@ from runctl.models import Instance
 from runctl.providers import REGISTRY, get_provider
 from runctl.providers.base import Provider
 from runctl.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ def resolve_target(runtime: Runtime, on: str | None) -> Target:
     kind, _, rest = spec.partition(":")
     if kind == "local" and not rest:
         provider = get_provider("local", runtime)
+        log.debug("target local -> this machine")
         return Target(provider, provider.list_instances()[0])
     if kind == "ssh":
         if not rest:
@@ -55,4 +59,7 @@ def _instance_of(runtime: Runtime, provider_name: str, instance_id: str) -> Targ
             f"{provider_name} instance {instance_id!r} not found",
             hint=f"see `runctl {'hosts list' if provider_name == 'ssh' else 'status'}`",
         )
+    ssh = instance.ssh
+    log.debug("target %s:%s -> %s", provider_name, instance_id,
+              f"ssh {ssh.user}@{ssh.host}:{ssh.port}" if ssh else str(instance.state))  # fmt: skip
     return Target(provider, instance)

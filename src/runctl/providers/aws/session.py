@@ -12,6 +12,7 @@ tests, LocalStack-likes); empty means real AWS. botocore failures become RunctlE
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from runctl.errors import (
     aws_credentials_error,
 )
 
+log = logging.getLogger(__name__)
 _AUTH_CODES = {
     "AuthFailure", "UnauthorizedOperation", "AccessDenied", "AccessDeniedException",
     "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "OptInRequired",
@@ -87,18 +89,28 @@ class AwsSession:
                 connect_timeout=10,
                 read_timeout=60,
             )
-            self._clients[key] = self._boto().client(
+            client = self._boto().client(
                 service,
                 region_name=region or self.region,
                 endpoint_url=self.endpoint_url or None,
                 config=config,
             )
+            if log.isEnabledFor(logging.DEBUG):  # runctl -v: one line per API call
+                where = f", endpoint {self.endpoint_url}" if self.endpoint_url else ""
+                log.debug("aws: %s client, region %s%s", service, region or self.region, where)
+                client.meta.events.register("before-call", _log_call)
+            self._clients[key] = client
         return self._clients[key]
 
     def _boto(self) -> Any:
         if self._session is None:
             self._session = _boto_session(self.profile)
         return self._session
+
+
+def _log_call(model: Any = None, **_kw: Any) -> None:
+    service = getattr(getattr(model, "service_model", None), "service_name", "?")
+    log.debug("aws: %s.%s", service, getattr(model, "name", "?"))
 
 
 @cache
