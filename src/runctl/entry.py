@@ -64,7 +64,7 @@ ROOT_HELP = """runctl — run ML training jobs wherever you have compute.
 
 \b
 Quick start:
-  runctl run examples/train_mnist.py --follow -- --epochs 3
+  runctl run --follow examples/train_mnist.py --epochs 3
   runctl jobs
   runctl logs JOB --follow"""
 

@@ -51,7 +51,10 @@ def _examples(help_text: str) -> list[str]:
 
 def _parse(line: str, cwd: Path) -> None:
     """Parse an example with the real command tree (options, choices, arity); invoke nothing."""
-    args = shlex.split(line)
+    args = shlex.split(line, comments=True)
+    for operator in (">", "|", "&&"):  # `runctl completion bash > FILE`: the command part
+        if operator in args:
+            args = args[: args.index(operator)]
     assert args[0] == "runctl", line
     cmd: click.Command = cli
     ctx = _root_ctx()

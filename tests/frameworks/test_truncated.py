@@ -1,8 +1,9 @@
 """A job crashed while writing its newest checkpoint: the next run resumes from the one before.
 
 The newest checkpoint is left as a crash mid-write leaves it (a torch file cut short; an HF
-Trainer checkpoint directory whose trainer_state.json, written last, is missing). The re-run
-must not be handed it: it resumes from the previous one and its log says which was skipped.
+Trainer checkpoint directory whose trainer_state.json, written last, is missing; a file inside a
+checkpoint directory cut short although its marker is there). The re-run must not be handed
+it: it resumes from the previous one and its log says which was skipped.
 """
 
 from __future__ import annotations
@@ -78,3 +79,53 @@ def test_half_written_hf_checkpoint_on_ssh_host_is_skipped_on_resume(
     assert steps_of(log) == [5, 6, 7, 8], log[-3000:]
     line = _skip_line(log)
     assert "checkpoint-8" in line and "checkpoint-4" in line, line
+
+
+def test_hf_checkpoint_with_truncated_optimizer_is_skipped_on_resume(
+    cli: CLI, fw_project: Path
+) -> None:
+    """trainer_state.json is there, but optimizer.pt was cut short (a full disk, a copy that
+    stopped): resume_from_checkpoint would fail on it, so the previous checkpoint is used."""
+    need_framework("hf_trainer")
+    command = ["run", "--name", "trunc-hf-opt", "train_hf_trainer.py", "--",
+               "--steps", "8", "--save-every", "4"]  # fmt: skip
+    first, _ = _run_to_end(cli, command, fw_project)
+    newest = Path(checkpoint_rows(cli, first)[-1]["path"])
+    assert newest.name == "checkpoint-8" and (newest / "trainer_state.json").exists(), newest
+    optimizer = newest / "optimizer.pt"
+    os.truncate(optimizer, optimizer.stat().st_size // 2)
+    rows = {Path(r["path"]).name: r for r in checkpoint_rows(cli, first)}
+    assert not rows["checkpoint-8"]["complete"], rows["checkpoint-8"]
+    assert rows["checkpoint-8"]["problem"].startswith("optimizer.pt: truncated")
+
+    _, log = _run_to_end(cli, command, fw_project)
+    resumed = resumed_of(log)
+    assert resumed is not None and resumed[0] == str(newest.parent / "checkpoint-4"), log[-3000:]
+    assert steps_of(log) == [5, 6, 7, 8], log[-3000:]
+    line = _skip_line(log)
+    assert "checkpoint-8 (optimizer.pt: truncated" in line and "from checkpoint-4" in line, line
+
+
+def test_deepspeed_resumes_from_the_tag_runctl_chose_not_latest(
+    cli: CLI, fw_project: Path
+) -> None:
+    """`latest` names global_step8, whose model states were cut short: runctl skips it and
+    RUNCTL_RESUME_TAG makes engine.load_checkpoint take global_step4 instead."""
+    need_framework("deepspeed")
+    command = ["run", "--name", "trunc-ds", "train_deepspeed.py", "--",
+               "--steps", "8", "--save-every", "4"]  # fmt: skip
+    first, _ = _run_to_end(cli, command, fw_project)
+    rows = checkpoint_rows(cli, first)
+    assert [(r["name"], r["tag"]) for r in rows] == [
+        ("global_step4", "global_step4"), ("global_step8", "global_step8")]  # fmt: skip
+    save_dir = Path(rows[-1]["resume_path"])
+    assert (save_dir / "latest").read_text().strip() == "global_step8"
+    states = save_dir / "global_step8" / "mp_rank_00_model_states.pt"
+    os.truncate(states, states.stat().st_size // 2)
+
+    _, log = _run_to_end(cli, command, fw_project)
+    assert resumed_of(log) == (str(save_dir), 4), log[-3000:]
+    assert steps_of(log) == [5, 6, 7, 8], log[-3000:]
+    line = _skip_line(log)
+    assert "global_step8 (mp_rank_00_model_states.pt: truncated" in line, line
+    assert "from global_step4" in line, line

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runctl.cli.aws_options import make_provider, region_option, transport_option
-from runctl.cli.output import emit, is_json, json_option, progress, runtime
+from runctl.cli.output import emit, is_json, json_option, progress, runtime, waiting
 from runctl.cli.params import seconds, usd
 from runctl.errors import ConflictError, RunctlError, UsageError
 
@@ -174,8 +174,9 @@ def aws_create(instance_type: str, spot: bool, spot_max_price: float | None, no_
     created = create_instance(provider, opts, progress, confirm)
     instance = created.instance
     if wait_:
-        instance = provider.wait_state(instance.instance_id, {"running"},
-                                       on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
+        with waiting(f"waiting for {instance.instance_id} to run"):
+            instance = provider.wait_state(instance.instance_id, {"running"},
+                                           on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
         created.instance = instance
     data = created.to_json()
     data["state"] = str(instance.state)
@@ -305,7 +306,8 @@ def aws_stop(instance_id: str, force: bool, grace: float | None, wait_: bool,
     stopped_jobs = guard_jobs(provider, instance, force, grace, "stop")
     provider.stop_instance(instance_id)
     if wait_:
-        instance = provider.wait_state(instance_id, {"stopped"})
+        with waiting(f"waiting for {instance_id} to stop"):
+            instance = provider.wait_state(instance_id, {"stopped"})
     else:
         instance = provider.require_instance(instance_id)
     emit(
@@ -339,7 +341,8 @@ def aws_start(instance_id: str, wait_: bool, region: str | None) -> None:
                             hint=f"see `runctl aws status {instance_id}`")  # fmt: skip
     instance = provider.start_instance(instance_id)
     if wait_:
-        instance = provider.wait_state(instance_id, {"running"})
+        with waiting(f"waiting for {instance_id} to run"):
+            instance = provider.wait_state(instance_id, {"running"})
     emit(_instance_json(instance), f"{instance_id} {instance.state} "
          f"({instance.extra.get('public_ip') or 'no public ip yet'})")  # fmt: skip
 
@@ -384,8 +387,9 @@ def aws_terminate(instance_id: str, force: bool, grace: float | None, no_wait: b
     stopped_jobs = guard_jobs(provider, instance, force, grace, "terminate")
     provider.terminate_instance(instance_id)
     if not no_wait:
-        instance = provider.wait_state(instance_id, {"terminated"},
-                                       on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
+        with waiting(f"waiting for {instance_id} to terminate"):
+            instance = provider.wait_state(instance_id, {"terminated"},
+                                           on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
     else:
         instance = provider.require_instance(instance_id)
     if kept:
@@ -469,8 +473,9 @@ def aws_wait(instance_id: str, timeout: float | None, region: str | None) -> Non
     """
     provider = make_provider(region)
     provider.describe(instance_id)
-    instance = provider.wait_state(instance_id, {"running"}, timeout,
-                                   on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
+    with waiting(f"waiting for {instance_id} to run"):
+        instance = provider.wait_state(instance_id, {"running"}, timeout,
+                                       on_poll=lambda s: progress(f"  {s} ..."))  # fmt: skip
     emit(_instance_json(instance), f"{instance_id} running "
          f"({instance.extra.get('public_ip') or 'no public ip'})")  # fmt: skip
 

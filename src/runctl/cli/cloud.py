@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runctl.cli.output import emit, is_json, json_option, progress, runtime, table
+from runctl.cli.output import emit, is_json, json_option, progress, runtime, table, waiting
 from runctl.cli.params import seconds, usd
 from runctl.cli.secret_options import with_secret_options
 from runctl.errors import ConflictError, NotFoundError, UsageError
@@ -106,12 +106,14 @@ def wait_ready(rt: Runtime, cloud: Cloud, provider: Provider, instance_id: str,
     from runctl.core.cloud import wait_until_ready
 
     cfg = rt.config
-    return wait_until_ready(
-        rt, provider, instance_id,
-        timeout_s=timeout_s if timeout_s is not None else cfg.get(f"{cloud.name}.wait_timeout_s"),
-        poll_s=cfg.get(f"{cloud.name}.poll_interval_s"),
-        progress=progress,
-    )  # fmt: skip
+    with waiting(f"waiting for {cloud.noun} {instance_id} to run and take SSH"):
+        return wait_until_ready(
+            rt, provider, instance_id,
+            timeout_s=timeout_s if timeout_s is not None
+            else cfg.get(f"{cloud.name}.wait_timeout_s"),
+            poll_s=cfg.get(f"{cloud.name}.poll_interval_s"),
+            progress=progress,
+        )  # fmt: skip
 
 
 def guard_jobs(rt: Runtime, cloud: Cloud, instance_id: str, force: bool, verb: str) -> None:
@@ -348,13 +350,14 @@ def download_command(cloud: Cloud) -> click.Command:
         from runctl.core import jobs as core
 
         rt = runtime()
-        if job_ref:
-            job = _job_on(rt, cloud, instance_id, job_ref)
-            rel = core.check_relative(remote)
-            dest = local if local is not None else Path(PurePosixPath(rel).name or "download")
-            written = core.fetch(rt, job, rel, dest, overwrite=force)
-        else:
-            written = _download_path(rt, cloud, instance_id, remote, local, force)
+        with waiting(f"downloading {remote} from {cloud.noun} {instance_id}"):
+            if job_ref:
+                job = _job_on(rt, cloud, instance_id, job_ref)
+                rel = core.check_relative(remote)
+                dest = local if local is not None else Path(PurePosixPath(rel).name or "download")
+                written = core.fetch(rt, job, rel, dest, overwrite=force)
+            else:
+                written = _download_path(rt, cloud, instance_id, remote, local, force)
         emit({"id": instance_id, "remote": remote, "dest": str(written)}, str(written))
 
     cmd.help = f"Copy a file or directory from a {cloud.noun} to this machine (over SSH)."

@@ -36,17 +36,10 @@ def events(subject: str | None, kind: str | None, last: int) -> None:
       runctl events --kind recover. -n 50
     """
     rt = runtime()
-    found = rt.store.list_events()
-    if subject is not None:
-        subjects = _subjects(rt, subject)
-        found = [e for e in found if e["subject"] in subjects]
-        if not found:
-            raise NotFoundError(
-                f"no events for {subject}", hint="see `runctl events` for every subject"
-            )
-    if kind:
-        found = [e for e in found if e["kind"].startswith(kind)]
-    found = found[-last:]
+    subjects = _subjects(rt, subject) if subject is not None else None
+    found = rt.store.recent_events(subjects, kind, last)
+    if subjects and not found and not (kind and rt.store.has_events(subjects)):
+        raise NotFoundError(f"no events for {subject}", hint="see `runctl events` for every subject")
     emit(found, lambda: _show(found))
 
 

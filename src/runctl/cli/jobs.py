@@ -18,6 +18,7 @@ from runctl.cli.output import (
     progress,
     runtime,
     table,
+    waiting,
 )
 from runctl.cli.params import seconds, usd
 from runctl.cli.recover import check_recoverable, manage, recover_options
@@ -178,7 +179,12 @@ def _submit(
     policy = job_policy(rt, target, policy_from_options(**opts), request.budget_usd)
     if policy is not None:  # refuse an impossible policy before anything starts
         build_config(rt, target, policy)
-    result = submit(rt, target, request, progress)
+    inst = target.instance
+    where = "local" if inst.provider == "local" else f"{inst.provider}:{inst.name}"
+    with waiting(f"starting {argv[0]} on {where}: syncing code, launching") as status:
+        if request.confirm is not None:  # a big-tree question must not sit under the spinner
+            request.confirm = _paused(status, request.confirm)
+        result = submit(rt, target, request, progress)
     job = result.job
     if policy is not None or target.instance.provider not in ("local", "ssh"):
         guard(rt, target, policy, progress)
@@ -193,6 +199,14 @@ def _submit(
             )
         progress(f"started {job.job_id} on {_on(job)} in {result.seconds:.2f}s{sync_note}")
     return job
+
+
+def _paused(status: Any, ask: Any) -> Any:
+    def confirm(question: str) -> bool:
+        with status.paused():
+            return bool(ask(question))
+
+    return confirm
 
 
 def _interactive() -> bool:
@@ -517,7 +531,7 @@ def status(job_ref: str | None) -> None:
 
         def overview() -> None:
             click.echo(f"{len(active)} active job(s), {len(hosts)} registered host(s)")
-            show_summary(cost_data)
+            show_summary(cost_data, collapse=True)
             if recent:
                 click.echo("")
                 table(["job", "state", "on", "age", "exit"],
@@ -745,6 +759,7 @@ def get(job_ref: str, path: str, dest: Path | None, checkpoints: bool, force: bo
     job = rt.store.get_job(job_ref)
     rel = core.check_relative(path)
     target = dest if dest is not None else Path(Path(rel).name or "download")
-    written = core.fetch(rt, job, rel, target, root="checkpoints" if checkpoints else "job",
-                         overwrite=force)  # fmt: skip
+    with waiting(f"downloading {rel} from {job.job_id} ({_on(job)})"):
+        written = core.fetch(rt, job, rel, target, root="checkpoints" if checkpoints else "job",
+                             overwrite=force)  # fmt: skip
     emit({"job_id": job.job_id, "path": rel, "dest": str(written)}, f"{written}")

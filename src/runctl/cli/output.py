@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,58 @@ def is_json() -> bool:
 
 def progress(message: str) -> None:
     """Progress and warnings: always stderr, so stdout stays parseable."""
+    if _status is not None:  # above the live status line, which stays at the bottom
+        _status.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        return
     click.echo(message, err=True)
+
+
+class Waiting:
+    """``with waiting("what"):`` shows a spinner, WHAT and the elapsed time on stderr while the
+    block runs (create, wait until running, terminate, big syncs, downloads), and removes it
+    afterwards. Only on a terminal: nothing at all when stderr is not a TTY or under --json.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.bar: Any = None
+
+    def __enter__(self) -> Waiting:
+        global _status
+        if _status is not None or is_json() or not sys.stderr.isatty():
+            return self
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                            redirect_stdout=False, redirect_stderr=False)  # fmt: skip
+        self.bar.add_task(self.what, total=None)
+        self.bar.start()
+        _status = self.bar
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _status
+        if self.bar is not None:
+            self.bar.stop()
+            _status = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hide the status for a prompt, then show it again."""
+        if self.bar is None:
+            yield
+            return
+        self.bar.stop()
+        try:
+            yield
+        finally:
+            self.bar.start()
+
+
+waiting = Waiting
+_status: Any = None  # the Progress of the active `waiting` block, if any
 
 
 #: set once a JSON document went to stdout, so a later error adds no second document

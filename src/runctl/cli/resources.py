@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from runctl.runtime import Runtime
 
 CLOUDS = ("aws", "runpod", "lyceum")
+DEFAULT_ROWS = 50  # `resources list` table without --limit; a last line says how many more
 OWN = ("local", "ssh")  # machines you bring; `resources list --platform local` only
 SORTS = {
     "cost": lambda r: -r["total_usd"],
@@ -148,10 +149,12 @@ def _own_machines(rt: Runtime, which: list[str]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def _show_rows(items: list[dict[str, Any]]) -> None:
+def _show_rows(items: list[dict[str, Any]], shown: int | None = None) -> None:
+    """The table of ``items`` (its first ``shown`` rows) and a totals line over all of them."""
     if not items:
         click.echo("no instances match")
         return
+    rows = items[:shown] if shown else items
     warn_h = float(runtime().config.get("costs.warn_hours"))
     warn_usd = float(runtime().config.get("costs.warn_usd"))
     table(
@@ -175,9 +178,11 @@ def _show_rows(items: list[dict[str, Any]]) -> None:
                     if on
                 ),
             )
-            for r in items
+            for r in rows
         ],
     )
+    if len(rows) < len(items):
+        click.echo(f"… {len(items) - len(rows)} more; --limit {len(items)} shows all")
     total = sum(r["total_usd"] for r in items)
     burn = sum(r["hourly_usd"] or 0.0 for r in items if r["state"] in ("running", "pending"))
     click.echo(
@@ -205,7 +210,9 @@ def _show_rows(items: list[dict[str, Any]]) -> None:
     help="Only instances in this state.",
 )
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="cost", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most N rows.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help=f"Show at most N rows (table default: the {DEFAULT_ROWS} costliest first; "
+              "--json/--export: all).")  # fmt: skip
 @click.option("-w", "--watch", is_flag=True, help="Re-render every --interval seconds.")
 @click.option("--interval", type=seconds(0.1), default=5.0, show_default=True)
 @click.option(
@@ -268,15 +275,16 @@ def list_(
         if export:
             _export(rt, items, export, export_file)
             return
+        shown = None if limit else DEFAULT_ROWS  # JSON and exports stay complete
         if not watch:
-            emit(items, functools.partial(_show_rows, items))
+            emit(items, functools.partial(_show_rows, items, shown))
             return
         click.clear()
         click.echo(
             f"runctl resources — {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC "
             f"(every {interval:g}s, Ctrl-C to stop)\n"
         )
-        _show_rows(items)
+        _show_rows(items, shown)
         renders += 1
         if iterations and renders >= iterations:
             return
@@ -360,7 +368,9 @@ def summary_data(rt: Runtime) -> dict[str, Any]:
     }
 
 
-def show_summary(data: dict[str, Any]) -> None:
+def show_summary(data: dict[str, Any], *, collapse: bool = False) -> None:
+    """The summary as text; ``collapse`` (the `status` overview) prints at most
+    ``SAME_WARNINGS`` warnings of each kind and one line counting the rest."""
     click.echo(
         f"{data['running']} instance(s) running: ${data['hourly_burn_usd']:.2f}/h, "
         f"today ${data['today_usd']:.2f}, total ${data['total_usd']:.2f}"
@@ -376,8 +386,32 @@ def show_summary(data: dict[str, Any]) -> None:
             f"  {name}: {entry['running']} running, ${entry['hourly_usd']:.2f}/h, "
             f"${entry['total_usd']:.2f} total"
         )
-    for line in data["warnings"]:
+    for line in collapse_warnings(data["warnings"]) if collapse else data["warnings"]:
         click.echo(f"warning: {line}")
+
+
+SAME_WARNINGS = 3
+
+
+def collapse_warnings(lines: list[str]) -> list[str]:
+    """Warnings alike but for the machine, job or numbers they name, in groups of at most
+    ``SAME_WARNINGS``, each followed by one "N more like this" line."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        key = re.sub(r"^[\w.-]+:[\w.-]+:? ", "", line)  # leading provider:instance
+        key = re.sub(r"job:\S+", "job:", key)
+        groups.setdefault(re.sub(r"[\d.,]+", "#", key), []).append(line)
+    out = []
+    for same in groups.values():
+        out += same[:SAME_WARNINGS]
+        if len(same) > SAME_WARNINGS:
+            out.append(
+                f"… {len(same) - SAME_WARNINGS} more like this (`runctl resources summary` "
+                "lists them all)"
+            )
+    return out
 
 
 @resources.command()

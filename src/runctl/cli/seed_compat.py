@@ -49,7 +49,9 @@ def _leaf(group: click.Group, args: Sequence[str]) -> tuple[click.Command, int, 
             skip = _takes_value(cmd, tok) and "=" not in tok
             continue
         if not isinstance(cmd, click.Group):
-            if not cmd.allow_interspersed_args and stop == len(args):
+            interspersed = cmd.context_settings.get("allow_interspersed_args",
+                                                    cmd.allow_interspersed_args)  # fmt: skip
+            if not interspersed and stop == len(args):
                 stop = i
             positionals.append(i)
             continue
@@ -82,9 +84,19 @@ def _positional_id(leaf: click.Command, head: list[str], positionals: list[int])
     required = sum(1 for p in leaf.params if isinstance(p, click.Argument) and p.required)
     if not _ID_SHAPE.match(first) or Path(first).exists() or len(positionals) <= required:
         return head
-    note(f"{leaf.name} {first}", f"{leaf.name} {flag} {first}")
     i = positionals[0]
-    return [*head[:i], flag, first, *head[i + 1 :]]
+    out = [*head[:i], flag, first, *head[i + 1 :]]
+    new = [flag, first]
+    # `runpod download POD REMOTE LOCAL`: today's --remote/--local take the next two.
+    rest = [p + 1 for p in positionals[1:]]
+    for option in ("--remote", "--local"):
+        if rest and _has_option(leaf, option) and option not in head:
+            j = rest.pop(0)
+            new += [option, out[j]]
+            out[j : j + 1] = [option, out[j]]
+            rest = [r + 1 for r in rest]
+    note(f"{leaf.name} {' '.join(new[1::2])}", f"{leaf.name} {' '.join(new)}")
+    return out
 
 
 def _has_option(cmd: click.Command, name: str) -> bool:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,28 @@ from runctl.transport.local import LocalTransport
 
 
 @cache
+def _packaged() -> Any:
+    # importlib.resources and hashlib load lazily: `jobs`/`status` on local jobs need neither.
+    from importlib import resources
+
+    return resources.files("runctl.agent").joinpath("runctl_agent.py")
+
+
+@cache
 def agent_source() -> bytes:
-    return resources.files("runctl.agent").joinpath("runctl_agent.py").read_bytes()
+    return bytes(_packaged().read_bytes())
 
 
 def agent_hash() -> str:
+    import hashlib
+
     return hashlib.sha256(agent_source()).hexdigest()[:12]
 
 
 def agent_path(instance: Instance, transport: Transport) -> str:
     """Where the agent lives on the host: the packaged file locally, a hashed copy remotely."""
     if isinstance(transport, LocalTransport):
-        return str(resources.files("runctl.agent").joinpath("runctl_agent.py"))
+        return str(_packaged())
     return f"{instance.remote_dir}/agent/runctl_agent_{agent_hash()}.py"
 
 
@@ -143,4 +151,4 @@ def host_failure(done: Completed, host: str, doing: str) -> RunctlError:
 
 
 def local_agent_file() -> Path:
-    return Path(str(resources.files("runctl.agent").joinpath("runctl_agent.py")))
+    return Path(str(_packaged()))

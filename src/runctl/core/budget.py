@@ -78,8 +78,9 @@ def check(runtime: Runtime, now: datetime | None = None) -> list[BudgetCheck]:
                 running,
             )
         )
-    active = [j for j in store.list_jobs() if not j.state.is_final and j.state != JobState.LOST]
-    for job in active:
+    # Only unfinished jobs can hold a live budget: ask the index for those, not all history.
+    live = [s.value for s in JobState if not s.is_final and s != JobState.LOST]
+    for job in store.list_jobs(states=live):
         limit = job.spec.get("budget_usd")
         if limit is None:
             continue

@@ -36,9 +36,7 @@ COLUMNS = (
 def rows(store: Store, now: datetime) -> list[dict[str, Any]]:
     """One row per recorded instance, with its accumulated cost."""
     out = []
-    for record in store.list_instance_records():
-        history = store.instance_history(int(record["resource_id"]))
-        cost = costs.instance_cost(record, history, now)
+    for record, cost in costs.recorded_costs(store, now):
         tags = record.get("tags") or {}
         out.append(
             {

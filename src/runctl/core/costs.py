@@ -106,12 +106,36 @@ def instance_cost(
     record: dict[str, Any], history: Sequence[tuple[str, str]], now: datetime
 ) -> InstanceCost:
     """Cost of one recorded instance (a ``Store.list_instance_records`` row)."""
+    day = start_of_day(now)
+    spans = (
+        billed_seconds(history, now),
+        billed_seconds(history, now, since=day),
+        billed_seconds(history, now, states=STORAGE_STATES),
+        billed_seconds(history, now, since=day, states=STORAGE_STATES),
+    )
+    return cost_of(record, spans)
+
+
+def recorded_costs(store: Store, now: datetime) -> list[tuple[dict[str, Any], InstanceCost]]:
+    """Every recorded instance with its cost: the state history is summed in one SQL query
+    (``Store.state_seconds``), so this stays flat as the history grows."""
+    moment = now.astimezone(UTC).isoformat()
+    day = start_of_day(now).isoformat()
+    spans = store.state_seconds(moment, day, BILLED_STATES, STORAGE_STATES)
+    return [
+        (rec, cost_of(rec, spans.get(int(rec["resource_id"]), (0.0, 0.0, 0.0, 0.0))))
+        for rec in store.list_instance_records()
+    ]
+
+
+def cost_of(
+    record: dict[str, Any], spans: tuple[float, float, float, float]
+) -> InstanceCost:
+    """Cost of a recorded instance from its seconds billed (total, today) and stopped
+    (total, today)."""
     hourly = record.get("hourly_usd")
-    billed = billed_seconds(history, now)
-    today = billed_seconds(history, now, since=start_of_day(now))
+    billed, today, stopped, stopped_today = spans
     price = float(hourly) if hourly is not None else 0.0
-    stopped = billed_seconds(history, now, states=STORAGE_STATES)
-    stopped_today = billed_seconds(history, now, since=start_of_day(now), states=STORAGE_STATES)
     storage_hourly = storage_usd_per_hour(record)
     storage_known = stopped == 0 or storage_hourly is not None
     disk = storage_hourly or 0.0
@@ -145,10 +169,7 @@ def summarize(
 ) -> CostSummary:
     """Costs of every recorded instance, the current hourly burn and today's spend."""
     moment = now or datetime.now(UTC)
-    costs = [
-        instance_cost(rec, store.instance_history(int(rec["resource_id"])), moment)
-        for rec in store.list_instance_records()
-    ]
+    costs = [cost for _, cost in recorded_costs(store, moment)]
     burn = sum(c.hourly_usd or 0.0 for c in costs if c.state in BILLED_STATES)
     return CostSummary(
         at=moment.isoformat(timespec="seconds").replace("+00:00", "Z"),

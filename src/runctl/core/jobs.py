@@ -14,15 +14,14 @@ import json
 import math
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from runctl.core import agent, logcache, multinode, secret_env, sync, sync_scope
+from runctl.core import agent, logcache
+from runctl.lazy import lazy_module
 from runctl.core.reconcile_jobs import submitter
 from runctl.core.targets import Target, instance_of_job
 from runctl.errors import (
@@ -40,6 +39,19 @@ from runctl.runtime import Runtime
 from runctl.state.db import now_iso
 from runctl.transport.base import Transport
 from runctl.transport.local import LocalTransport
+
+if TYPE_CHECKING:
+    import secrets
+
+    from runctl.core import multinode, secret_env, sync, sync_scope
+else:
+    # Only submit (and multi-node wait/cancel) use these; the read paths of `jobs`, `status`,
+    # `wait`, `logs` must not pay their import (pathspec, hashlib, ...) at start-up.
+    multinode = lazy_module("runctl.core.multinode")
+    secret_env = lazy_module("runctl.core.secret_env")
+    sync = lazy_module("runctl.core.sync")
+    sync_scope = lazy_module("runctl.core.sync_scope")
+    secrets = lazy_module("secrets")
 
 Progress = Callable[[str], None]
 EXIT_STALE, EXIT_BUSY = 10, 11
@@ -503,6 +515,8 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
             return key, exc.message
 
     if groups:
+        from concurrent.futures import ThreadPoolExecutor  # lazy: most refreshes are local
+
         with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
             results = list(pool.map(ask, groups))
         for key, answer in results:

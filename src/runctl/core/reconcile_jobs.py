@@ -18,9 +18,7 @@ Each change is also written as a ``job.lost`` / ``job.started`` event.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -132,6 +130,8 @@ def _ask_agents(
 
     if not targets:
         return {}
+    from concurrent.futures import ThreadPoolExecutor  # lazy: start-up of `jobs`/`status`
+
     with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
         return dict(pool.map(ask, targets))
 
@@ -212,7 +212,7 @@ def submitter() -> dict[str, Any]:
     """Who is submitting: recorded with the job so that a later command can tell a submit in
     flight from one whose CLI was killed (pid + the kernel's start time of that process, so a
     reused pid is not mistaken for it)."""
-    who: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    who: dict[str, Any] = {"pid": os.getpid(), "host": _hostname()}
     start = _start_ticks(os.getpid())
     if start is not None:
         who["start_ticks"] = start
@@ -266,7 +266,7 @@ def is_submit_in_flight(job: Job, now: datetime | None = None) -> bool:
 
     created = parse_iso(job.created_at)
     who = job.spec.get("submitted_by")
-    if isinstance(who, dict) and who.get("host") == socket.gethostname():
+    if isinstance(who, dict) and who.get("host") == _hostname():
         pid = int(who.get("pid") or 0)
         if who.get("start_ticks") is not None:
             # Exact: the same process (same pid, same start time, same boot), not a reuse.
@@ -304,3 +304,9 @@ def _is_alive(pid: int, since: float) -> bool:
         return False  # killed, not yet reaped by its parent: submitting nothing
     started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     return started <= since + 2.0  # btime has whole seconds
+
+
+def _hostname() -> str:
+    import socket  # lazy: most commands never record or check a submitter
+
+    return socket.gethostname()

@@ -48,9 +48,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pathspec
+if TYPE_CHECKING:
+    # Imported where patterns are compiled: `jobs`, `status`, `wait` import this module
+    # (through core.jobs) but never sync, and pathspec alone costs ~30 ms of start-up.
+    import pathspec
 
 __all__ = [
     "IGNORE_FILE_NAMES",
@@ -227,8 +230,10 @@ def _is_anchored(text: str) -> bool:
     return "/" in _pattern_body(text)
 
 
-def _compile(lines: Sequence[str]) -> pathspec.GitIgnoreSpec:
+def _compile(lines: Sequence[str]) -> "pathspec.GitIgnoreSpec":
     """Compile gitignore lines, dropping the ones git would also silently ignore."""
+    import pathspec
+
     try:
         return pathspec.GitIgnoreSpec.from_lines(lines)
     except ValueError:

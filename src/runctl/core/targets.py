@@ -6,7 +6,7 @@ Accepted forms: ``local``; ``ssh:NAME`` (a registered host, an ~/.ssh/config ali
 
 from __future__ import annotations
 
-import logging
+import sys
 from dataclasses import dataclass
 
 from runctl.errors import NotFoundError, UsageError
@@ -15,7 +15,12 @@ from runctl.providers import REGISTRY, get_provider
 from runctl.providers.base import Provider
 from runctl.runtime import Runtime
 
-log = logging.getLogger(__name__)
+
+def _debug(*args: object) -> None:
+    # logging costs start-up; when nothing imported it, nothing configured it to show debug.
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(*args)
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ def resolve_target(runtime: Runtime, on: str | None) -> Target:
     kind, _, rest = spec.partition(":")
     if kind == "local" and not rest:
         provider = get_provider("local", runtime)
-        log.debug("target local -> this machine")
+        _debug("target local -> this machine")
         return Target(provider, provider.list_instances()[0])
     if kind == "ssh":
         if not rest:
@@ -60,6 +65,6 @@ def _instance_of(runtime: Runtime, provider_name: str, instance_id: str) -> Targ
             hint=f"see `runctl {'hosts list' if provider_name == 'ssh' else 'status'}`",
         )
     ssh = instance.ssh
-    log.debug("target %s:%s -> %s", provider_name, instance_id,
+    _debug("target %s:%s -> %s", provider_name, instance_id,
               f"ssh {ssh.user}@{ssh.host}:{ssh.port}" if ssh else str(instance.state))  # fmt: skip
     return Target(provider, instance)

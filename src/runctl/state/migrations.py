@@ -92,4 +92,17 @@ def _execute_all(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_listing_indexes(db: sqlite3.Connection) -> None:
+    # Listings stay flat in history size (issue 21): `jobs` reads the newest N by created_at
+    # and cost accounting reads every instance's state history; without these both scan (or
+    # sort) whole tables. `events` needs none: it reads by id, or by events_by_subject.
+    _execute_all(
+        db,
+        """
+        CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
+        CREATE INDEX IF NOT EXISTS instance_states_by_resource ON instance_states(resource_id);
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_listing_indexes]

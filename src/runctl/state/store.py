@@ -222,6 +222,43 @@ class Store:
         )
         return [(r["state"], r["at"]) for r in rows]
 
+    def state_seconds(
+        self, now: str, since: str, billed: frozenset[str], storage: frozenset[str]
+    ) -> dict[int, tuple[float, float, float, float]]:
+        """Per instance: seconds in ``billed`` states (all time, after ``since``) and in
+        ``storage`` states (all time, after ``since``), every interval capped at ``now``.
+
+        One aggregate query over all state history (an interval ends where the next state
+        starts, the last one at ``now``) instead of a query and a Python pass per instance;
+        ``core.costs.billed_seconds`` is the same arithmetic on one history.
+        """
+        params: dict[str, Any] = {}
+        for prefix, states in (("b", billed), ("s", storage)):
+            params.update({f"{prefix}{i}": state for i, state in enumerate(sorted(states))})
+        in_b = ", ".join(f":{k}" for k in params if k.startswith("b"))
+        in_s = ", ".join(f":{k}" for k in params if k.startswith("s"))
+        row = self.db.execute("SELECT julianday(?), julianday(?)", (now, since)).fetchone()
+        params["now"], params["since"] = row[0], row[1]
+        sql = f"""
+            WITH spans AS (
+                SELECT resource_id, state, julianday(at) AS t0,
+                       MIN(COALESCE(LEAD(julianday(at)) OVER (
+                           PARTITION BY resource_id ORDER BY rowid), :now), :now) AS t1
+                FROM instance_states
+            )
+            SELECT resource_id,
+                SUM(CASE WHEN state IN ({in_b}) THEN MAX(0, t1 - t0) ELSE 0 END),
+                SUM(CASE WHEN state IN ({in_b}) THEN MAX(0, t1 - MAX(t0, :since)) ELSE 0 END),
+                SUM(CASE WHEN state IN ({in_s}) THEN MAX(0, t1 - t0) ELSE 0 END),
+                SUM(CASE WHEN state IN ({in_s}) THEN MAX(0, t1 - MAX(t0, :since)) ELSE 0 END)
+            FROM spans GROUP BY resource_id
+        """
+        day = 86400.0
+        return {
+            int(r[0]): (r[1] * day, r[2] * day, r[3] * day, r[4] * day)
+            for r in self.db.execute(sql, params)
+        }
+
     # ----------------------------------------------------------------- events
 
     def add_event(self, kind: str, subject: str, data: dict[str, Any]) -> None:
@@ -245,6 +282,33 @@ class Store:
              "data": json.loads(r["data"])}
             for r in rows
         ]  # fmt: skip
+
+    def recent_events(
+        self, subjects: set[str] | None = None, kind: str | None = None, last: int = 50
+    ) -> list[dict[str, Any]]:
+        """The newest ``last`` events (of ``subjects``, of kinds starting with ``kind``),
+        oldest first: read newest-first by index with a LIMIT, not the whole table."""
+        where, args = [], []
+        if subjects:
+            where.append(f"subject IN ({', '.join('?' * len(subjects))})")
+            args += sorted(subjects)
+        if kind:
+            where.append("substr(kind, 1, ?) = ?")
+            args += [len(kind), kind]
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, int(last))).fetchall()
+        return [
+            {"at": r["at"], "kind": r["kind"], "subject": r["subject"],
+             "data": json.loads(r["data"])}
+            for r in reversed(rows)
+        ]  # fmt: skip
+
+    def has_events(self, subjects: set[str]) -> bool:
+        marks = ", ".join("?" * len(subjects))
+        sql = f"SELECT 1 FROM events WHERE subject IN ({marks}) LIMIT 1"
+        return self.db.execute(sql, sorted(subjects)).fetchone() is not None
 
     # ------------------------------------------------------------------- sync
 

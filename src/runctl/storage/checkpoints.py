@@ -43,6 +43,7 @@ CHECKPOINT_EXTS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 # Files inside checkpoint directories whose integrity is checked (header or tail only):
 # Accelerate's random_states_*.pkl are torch.save zips too.
 _INNER_EXTS = CHECKPOINT_EXTS + (".pkl",)
+_MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors library's own limit
 FRAMEWORK_KINDS = ("hf", "accelerate", "dcp", "deepspeed", "orbax")
 _NOT_CHECKPOINTS = ("training_args.bin",)  # HF Trainer's pickled arguments
 _PROTECTED = ("last", "best", "final")  # cleanup keeps these unless named explicitly
@@ -240,6 +241,8 @@ def file_problem(path: Path, size: int) -> str | None:
                 length = struct.unpack("<Q", head)[0]
                 if length > size - 8:
                     return "truncated safetensors header"
+                if length > _MAX_SAFETENSORS_HEADER:  # garbage: never read gigabytes of it
+                    return "unreadable"
                 header = json.loads(fh.read(length))
                 ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
                 if 8 + length + max(ends or [0]) > size:
