@@ -71,19 +71,21 @@ def build_state(home: Path, jobs: int = 10_000, instances: int = 2_000, seed: in
         at = created
         for state in path:
             state_rows.append((rid, state, _iso(at)))
-            events.append((_iso(at), "instance.state", f"{provider}:{iid}", json.dumps({"to": state})))
+            events.append(
+                (_iso(at), "instance.state", f"{provider}:{iid}", json.dumps({"to": state}))
+            )
             at += timedelta(seconds=rng.uniform(30, 6 * 3600))
         data = {"storage_gb": 100} if rng.random() < 0.5 else {}
         tags = {"runctl:managed": "true", "runctl:project": f"proj{rid % 7}"}
-        inst_rows.append((rid, provider, iid, f"runctl-{rid}", final,
-                          round(rng.uniform(0.2, 4.0), 3), int(rng.random() < 0.3),
-                          json.dumps(tags), json.dumps(data), _iso(created), _iso(at)))  # fmt: skip
+        price, spot = round(rng.uniform(0.2, 4.0), 3), int(rng.random() < 0.3)
+        meta = (json.dumps(tags), json.dumps(data), _iso(created), _iso(at))
+        inst_rows.append((rid, provider, iid, f"runctl-{rid}", final, price, spot, *meta))
         placed.append((provider, iid))
     job_rows = []
     newest = ""
     for n in range(jobs):
         created = begin + timedelta(seconds=89 * 86400 * n / jobs)
-        provider, iid = (("local", "local") if n % 3 == 0 else placed[n % len(placed)])
+        provider, iid = ("local", "local") if n % 3 == 0 else placed[n % len(placed)]
         job_id = f"train-{n:05d}-{n * 2654435761 % 16**6:06x}"
         newest = job_id
         state = rng.choice(["succeeded"] * 8 + ["failed", "cancelled"])
@@ -187,7 +189,7 @@ def idle_follow_cpu(seconds: float) -> dict[str, float]:
     project.mkdir()
     (project / "pyproject.toml").write_text("[project]\nname='idle'\n")
     (project / "idle.py").write_text(
-        "import time\nprint('started', flush=True)\ntime.sleep(%d)\n" % (seconds + 60)
+        f"import time\nprint('started', flush=True)\ntime.sleep({seconds + 60:.0f})\n"
     )
     env = {**os.environ, "RUNCTL_HOME": str(home / "home"), "NO_COLOR": "1"}
     runner = [str(ENTRY)] if ENTRY.exists() else RUNCTL
@@ -198,8 +200,12 @@ def idle_follow_cpu(seconds: float) -> dict[str, float]:
     result: dict[str, float] = {}
     try:
         time.sleep(2)
-        follow = subprocess.Popen([*runner, "logs", "-f", job_id], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        follow = subprocess.Popen(
+            [*runner, "logs", "-f", job_id],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(3)  # past start-up: only the idle cost counts
         before = _cpu_s(follow.pid)
         time.sleep(seconds)

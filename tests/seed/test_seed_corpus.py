@@ -228,7 +228,10 @@ def _aws(request: pytest.FixtureRequest, sh: Shell, tmp_path: Path) -> Iterator[
     s3.put_object(Bucket=sh.vars["BUCKET"], Key="data/train.csv", Body=b"x,y\n1,2\n")
     for profile in ("runctl-ssm-profile", "EC2-SSM-Profile"):
         aws.client("iam").create_instance_profile(InstanceProfileName=profile)
-    _write_config(tmp_path, aws={"wait_timeout_s": 30.0}, ssh={"control_persist_s": 5})
+    # The "instance" has no instance profile: its AWS CLI (--data-s3/--output-s3) gets the
+    # moto credentials the way runctl gives any job secrets, by config, not on the line.
+    _write_config(tmp_path, aws={"wait_timeout_s": 30.0}, ssh={"control_persist_s": 5},
+                  jobs={"secrets": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]})  # fmt: skip
     sh.env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
     tagger = Tagger(aws, [f"127.0.0.1:{sshd.port}"])
     tagger.start()

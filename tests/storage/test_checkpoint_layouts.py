@@ -465,6 +465,33 @@ def test_a_job_resumes_past_a_truncated_newest_checkpoint_and_says_so(
     assert f"from {ck / 'step_2.pt'}" in log and "step 2" in log
 
 
+def test_a_deepspeed_job_gets_the_chosen_tag_and_resume_from_a_named_tag_keeps_it(
+    cli: CLI, project: Path, layouts: Path, tmp_path: Path
+) -> None:
+    """`latest` names global_step4; with global_step4's model states cut short the job is
+    told global_step2. Whole again, `checkpoint resume --from global_step2` still hands on
+    global_step2 (the save dir alone would load what `latest` names)."""
+    ck = _copy(layouts, "deepspeed", tmp_path)
+    states = ck / "global_step4" / "mp_rank_00_model_states.pt"
+    whole = states.read_bytes()
+    _cut(states)
+    (project / "show.py").write_text(
+        "import os\n"
+        "for name in ('FROM', 'STEP', 'TAG'):\n"
+        "    print(name, os.environ.get('RUNCTL_RESUME_' + name))\n"
+    )
+    job = job_id_of(cli("run", "--checkpoint-dir", str(ck), "--wait", "show.py", cwd=project))
+    log = cli("logs", job).stdout
+    assert f"FROM {ck}\nSTEP 2\nTAG global_step2" in log, log
+    assert "skipped checkpoint global_step4 (mp_rank_00_model_states.pt: truncated" in log
+    states.write_bytes(whole)
+    again = cli("checkpoint", "resume", job, "--from", "global_step2", "--json", cwd=project)
+    resumed = json.loads(again.stdout)["job_id"]
+    assert cli("wait", resumed).returncode == 0
+    log = cli("logs", resumed).stdout
+    assert f"FROM {ck}\nSTEP 2\nTAG global_step2" in log, log
+
+
 @pytest.mark.integration
 def test_hf_checkpoints_on_s3_list_info_and_cleanup_whole(
     cli: CLI, seaweed: Any, layouts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

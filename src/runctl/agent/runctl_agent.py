@@ -1779,13 +1779,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
             out.flush()
         fh.seek(offset)
         misses = 0
+        waiter = _DirWaiter([job_dir, os.path.dirname(paths["log"])]) if args.follow else None
+        delay = TAIL_FAST_S
         while True:
             chunk = fh.read(65536)
             if chunk:
                 out.write(chunk)
                 out.flush()
+                delay = TAIL_FAST_S  # output again: poll fast again
                 continue
-            if not args.follow:
+            if waiter is None:
                 break
             status = _job_status(job_dir)
             if status["state"] in ("lost", "unknown"):
@@ -1801,9 +1804,63 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     out.write(chunk)
                 out.flush()
                 break
-            time.sleep(0.1)
+            waiter.wait(delay)
+            if not waiter.fd_ok:  # no inotify: back off while idle, up to TAIL_IDLE_S
+                delay = min(delay * 1.5, TAIL_IDLE_S)
+        if waiter is not None:
+            waiter.close()
     sys.stderr.write(f"RUNCTL-END {json.dumps(_job_status(job_dir))}\n")
     return 0
+
+
+TAIL_FAST_S = 0.1  # `tail --follow`: poll interval while the log grows
+TAIL_IDLE_S = 1.0  # ... and the longest one while it is idle (state checks, heartbeat)
+
+
+class _DirWaiter:
+    """Sleeps until a file in the watched directories changes (Linux inotify through ctypes)
+    or ``TAIL_IDLE_S`` passes, so an idle ``logs -f`` costs ~nothing instead of 10 polls a
+    second. Without inotify (another OS, a seccomp'd container) ``wait`` sleeps ``timeout``
+    (the caller backs that off while the log is idle)."""
+
+    _MASK = 0x2 | 0x8 | 0x80 | 0x100  # IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+
+    def __init__(self, directories: list) -> None:
+        self.fd = -1
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                return
+            for directory in set(directories):
+                if libc.inotify_add_watch(fd, os.fsencode(directory or "."), self._MASK) < 0:
+                    os.close(fd)
+                    return
+            self.fd = fd
+        except (ImportError, OSError, AttributeError):
+            return
+
+    @property
+    def fd_ok(self) -> bool:
+        return self.fd >= 0
+
+    def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            time.sleep(timeout)
+            return
+        import select
+
+        if select.select([self.fd], [], [], TAIL_IDLE_S)[0]:
+            with contextlib.suppress(OSError):
+                os.read(self.fd, 65536)  # drain the events: only "something changed" matters
+            time.sleep(TAIL_FAST_S / 2)  # let a burst of writes land: one read, not hundreds
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _last_state(line: bytes) -> bytes:

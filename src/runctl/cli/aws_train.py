@@ -95,6 +95,7 @@ def s3_commands(
 )
 @click.option(
     "--include",
+    "--include-pattern",
     "includes",
     multiple=True,
     metavar="PATTERN",

@@ -11,7 +11,7 @@ from runctl.errors import ConflictError, UsageError
 
 
 @click.command()
-@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--path", "--config-path", "path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write (default: ./.runctl.toml).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @json_option

@@ -39,7 +39,9 @@ def events(subject: str | None, kind: str | None, last: int) -> None:
     subjects = _subjects(rt, subject) if subject is not None else None
     found = rt.store.recent_events(subjects, kind, last)
     if subjects and not found and not (kind and rt.store.has_events(subjects)):
-        raise NotFoundError(f"no events for {subject}", hint="see `runctl events` for every subject")
+        raise NotFoundError(
+            f"no events for {subject}", hint="see `runctl events` for every subject"
+        )
     emit(found, lambda: _show(found))
 
 

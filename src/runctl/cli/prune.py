@@ -26,11 +26,12 @@ from runctl.errors import RunctlError
 def jobs(ctx: click.Context, /, **opts: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    from runctl.core.prune import auto_prune
-
     rt = runtime()  # a bad config is the listing's error, reported once
     try:
-        auto_prune(rt, progress)
+        if float(rt.config.get("jobs.retention_days")) > 0:  # else skip importing it
+            from runctl.core.prune import auto_prune
+
+            auto_prune(rt, progress)
     except (RunctlError, OSError) as exc:  # retention is best effort; listing must work
         progress(f"warning: automatic job retention skipped: {exc}")
     assert list_jobs.callback is not None

@@ -209,6 +209,11 @@ def _show_rows(items: list[dict[str, Any]], shown: int | None = None) -> None:
     show_default=True,
     help="Only instances in this state.",
 )
+@click.option("--filter", "seed_filter", hidden=True,
+              type=click.Choice(["running", "stopped", "terminated", "all"]),
+              help="Old spelling of --state.")  # fmt: skip
+@click.option("-d", "--detailed", "seed_detailed", is_flag=True, hidden=True,
+              help="Old flag: the table always has every column.")  # fmt: skip
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="cost", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1),
               help=f"Show at most N rows (table default: the {DEFAULT_ROWS} costliest first; "
@@ -247,6 +252,8 @@ def list_(
     export: str | None,
     export_file: Path | None,
     no_refresh: bool,
+    seed_filter: str | None = None,
+    seed_detailed: bool = False,
 ) -> None:
     """List runctl-made instances with price, runtime and accumulated cost.
 
@@ -256,6 +263,13 @@ def list_(
       runctl resources list --platform aws --state running
       runctl resources list --export csv --export-file inventory.csv
     """
+    from runctl.cli.seed_compat import note
+
+    if seed_filter is not None:
+        note(f"--filter {seed_filter}", f"--state {seed_filter}")
+        state = seed_filter
+    if seed_detailed:
+        note("--detailed", "(no option: every column is shown)")
     rt = runtime()
     own = [p for p in OWN if p in platforms]
     chosen = (

@@ -315,7 +315,7 @@ def _transfer(storage: S3Storage, run: Callable[[TransferOptions], TransferSumma
 @s3.command(name="list")
 @click.argument("location", metavar="S3URI")
 @click.option("-r", "--recursive", is_flag=True, help="List every object, not one level.")
-@click.option("-H", "--human", is_flag=True, help="Sizes in KiB/MiB/GiB.")
+@click.option("-H", "--human", "--human-readable", is_flag=True, help="Sizes in KiB/MiB/GiB.")
 @json_option
 def s3_list(location: str, recursive: bool, human: bool) -> None:
     """List objects under S3URI (every page: no 1000-key limit).

@@ -9,7 +9,7 @@ from runctl.cli.params import seconds
 
 
 @click.command()
-@click.option("--interval", "interval_s", type=seconds(0.5), default=5.0,
+@click.option("-i", "--interval", "interval_s", type=seconds(0.5), default=5.0,
               show_default=True, help="Seconds between refreshes from hosts.")  # fmt: skip
 @json_option
 def top(interval_s: float) -> None:

@@ -128,9 +128,7 @@ def recorded_costs(store: Store, now: datetime) -> list[tuple[dict[str, Any], In
     ]
 
 
-def cost_of(
-    record: dict[str, Any], spans: tuple[float, float, float, float]
-) -> InstanceCost:
+def cost_of(record: dict[str, Any], spans: tuple[float, float, float, float]) -> InstanceCost:
     """Cost of a recorded instance from its seconds billed (total, today) and stopped
     (total, today)."""
     hourly = record.get("hourly_usd")

@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from runctl.core import agent, logcache
-from runctl.lazy import lazy_module
 from runctl.core.reconcile_jobs import submitter
 from runctl.core.targets import Target, instance_of_job
 from runctl.errors import (
@@ -32,6 +31,7 @@ from runctl.errors import (
     TransportError,
     UsageError,
 )
+from runctl.lazy import lazy_module
 from runctl.models import Completed, Instance, Job, JobSpec, JobState, SyncStats
 from runctl.providers import REGISTRY, get_provider
 from runctl.providers.base import AgentCall, SupportsBatchStart

@@ -288,7 +288,8 @@ class Store:
     ) -> list[dict[str, Any]]:
         """The newest ``last`` events (of ``subjects``, of kinds starting with ``kind``),
         oldest first: read newest-first by index with a LIMIT, not the whole table."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if subjects:
             where.append(f"subject IN ({', '.join('?' * len(subjects))})")
             args += sorted(subjects)
