@@ -8,11 +8,9 @@ error with a suggestion, not a silently ignored setting.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +256,8 @@ def load(explicit: Path | None = None) -> Config:
 
 def read_file(path: Path) -> dict[str, Any]:
     """Read one TOML file into flat, type-checked ``section.key`` values."""
+    import tomllib  # here, not at the top: most commands run with no config file at all
+
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -292,6 +292,8 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
     prefix = f"{where}: " if where else ""
     spec = SCHEMA.get(key)
     if spec is None:
+        import difflib
+
         close = difflib.get_close_matches(key, SCHEMA, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "run `runctl config show` for keys"
         raise ConfigError(f"{prefix}unknown config key {key!r}", hint=hint)
@@ -373,6 +375,8 @@ def set_value(path: Path, key: str, text: str) -> Any:
     A key that `runctl init` wrote as a commented default (``# name = ...``) is set on the
     line after that comment, so the value stays next to its explanation.
     """
+    import tomllib
+
     value = parse_value(key, text)
     old = ""
     before: dict[str, Any] = {}

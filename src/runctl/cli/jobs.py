@@ -524,7 +524,7 @@ def status(job_ref: str | None) -> None:
             "hosts": [h.name for h in hosts],
             "unreachable": errors,
         }
-        from runctl.cli.resources import show_summary, summary_data
+        from runctl.cli.summary import show_summary, summary_data
 
         cost_data = summary_data(rt)
         data["costs"] = cost_data
@@ -635,10 +635,10 @@ def logs(job_ref: str, follow: bool, tail: int | None, node: int | None) -> None
       runctl logs train-3f9a2c -f
       runctl logs train-3f9a2c -n 50
     """
-    from runctl.core.multinode import node_job
-
     job = runtime().store.get_job(job_ref)
     if node:
+        from runctl.core.multinode import node_job  # only here: it imports the sync machinery
+
         job = node_job(job, node)
     show_log(job, follow=follow, last_lines=tail or 0)
 

@@ -5,7 +5,8 @@ accepted anywhere on the line (``runctl aws create t3.micro --output instance-id
 options belong to one command, so :func:`rewrite_args` moves or translates them before click
 parses: ``--output json`` becomes the root ``--json``, ``--output text|table`` is the default
 and dropped, ``-v`` after a sub-command moves to the root. Commands that have their own
-``--output`` (``workflow train --output DIR``, ``aws create --output instance-id``) keep it.
+``--output`` (``workflow train --output DIR``, ``aws create --output instance-id``) keep it,
+and nothing after a SCRIPT is touched (it belongs to the script).
 docs/migrating.md lists every old spelling and tests/seed/ runs the seed's documented lines.
 """
 
@@ -22,9 +23,6 @@ import click
 
 log = logging.getLogger("runctl")
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: the seed's --output values; anything else behaved like "text" there
-OUTPUT_FORMATS = ("json", "text", "table", "instance-id", "volume-id", "pod-id")
 
 
 def note(old: str, new: str) -> None:
@@ -104,7 +102,8 @@ def _has_option(cmd: click.Command, name: str) -> bool:
 
 
 def rewrite_args(group: click.Group, args: list[str]) -> list[str]:
-    """Translate the seed's global ``--output FMT`` and ``-v/--verbose`` for ``group``."""
+    """Translate the seed's global ``--output FMT`` and ``-v/--verbose``, and its positional
+    pod/VM ids, into what ``group`` (the click tree) parses today."""
     cut = args.index("--") if "--" in args else len(args)
     head, tail = list(args[:cut]), list(args[cut:])
     wants_output = any(t == "--output" or t.startswith("--output=") for t in head)
