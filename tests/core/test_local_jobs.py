@@ -41,6 +41,19 @@ def test_everything_after_the_script_goes_to_the_script(cli: CLI, project: Path)
     assert "hello.py --lines" not in wrong.stderr and "after SCRIPT" in wrong.stderr
 
 
+def test_a_json_flag_after_the_script_is_the_scripts_even_when_the_run_fails(
+    cli: CLI, project: Path
+) -> None:
+    # `--json` after SCRIPT belongs to the script: a failing submit reports in text, and
+    # stdout stays empty; before SCRIPT it is runctl's and the error is one JSON object.
+    theirs = cli("run", "--on", "ssh:127.0.0.1:1", "hello.py", "--json", cwd=project)
+    assert theirs.returncode == 7 and theirs.stdout == ""
+    assert theirs.stderr.startswith("sync:") or "Error: " in theirs.stderr
+    ours = cli("run", "--json", "--on", "ssh:127.0.0.1:1", "hello.py", cwd=project)
+    assert ours.returncode == 7
+    assert json.loads(ours.stdout)["error"]["exit_code"] == 7
+
+
 def test_wait_propagates_failing_exit_code(cli: CLI, project: Path) -> None:
     job = job_id_of(cli("run", "hello.py", "--", "--exit-code", "7", cwd=project))
     waited = cli("wait", job)

@@ -70,6 +70,16 @@ def cli(ctx: click.Context, config_path: str | None, json_: bool, verbose: bool)
 
         enable_verbose()
     ctx.obj = Ctx(config_path=config_path, json=json_)
+    _parsed.append(ctx.obj)
+
+
+# The root context of this run once click has parsed it: after that, whether --json was given
+# is what click parsed, not a guess from argv (`run train.py --json` hands --json to the script).
+_parsed: list[Any] = []
+
+
+def _json_wanted(guess: bool) -> bool:
+    return bool(_parsed[-1].json) if _parsed else guess
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     except RunctlError as exc:
         if debug:
             raise
-        _report(exc.message, exc.hint, exc.exit_code, want_json)
+        _report(exc.message, exc.hint, exc.exit_code, _json_wanted(want_json))
     except BrokenPipeError:
         # Output piped into `head` and closed: not an error worth reporting.
         sys.stderr.close()
@@ -110,12 +120,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typed = _world_failure(exc)
         if typed is not None:
-            _report(typed.message, typed.hint, typed.exit_code, want_json)
+            _report(typed.message, typed.hint, typed.exit_code, _json_wanted(want_json))
         _report(
             f"internal error: {type(exc).__name__}: {exc}",
             "this is a bug in runctl; rerun with RUNCTL_DEBUG=1 for a traceback and report it",
             70,
-            want_json,
+            _json_wanted(want_json),
         )
     sys.exit(0)
 

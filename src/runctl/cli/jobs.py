@@ -601,11 +601,25 @@ def status(job_ref: str | None) -> None:
             if value not in (None, ""):
                 click.echo(f"{key:>13}: {value}")
         for ck in checkpoints[-5:]:
-            click.echo(f"{'':>15}{Path(ck['path']).name}  {ck['bytes']:,} bytes")
+            click.echo(f"{'':>15}{_checkpoint_line(ck)}")
         if host_error:
             progress(f"warning: {host_error}; showing the recorded state")
 
     emit(data, text)
+
+
+def _checkpoint_line(ck: dict[str, Any]) -> str:
+    """One checkpoint as `status` shows it: name, step/epoch when known, size, and a flag
+    when it is incomplete (being written or truncated: never offered for resume)."""
+    parts = [Path(ck["path"]).name]
+    if ck.get("step") is not None:
+        parts.append(f"step {ck['step']}")
+    elif ck.get("epoch") is not None:
+        parts.append(f"epoch {ck['epoch']}")
+    parts.append(f"{ck.get('bytes', 0):,} bytes")
+    if ck.get("complete") is False:
+        parts.append("INCOMPLETE" + (f" ({ck['problem']})" if ck.get("problem") else ""))
+    return "  ".join(parts)
 
 
 def _list_checkpoints(job: Job, *, timeout: float | None = 60) -> list[dict[str, Any]]:
