@@ -450,8 +450,6 @@ def jobs(states: tuple[str, ...], on: str | None, project: str | None, limit: in
       runctl jobs --state running --on ssh:gpu1
       runctl jobs prune --older-than 30d --dry-run
     """
-    from runctl.core.jobs import refresh
-
     rt = runtime()
     provider = instance_id = None
     if on:
@@ -461,7 +459,11 @@ def jobs(states: tuple[str, ...], on: str | None, project: str | None, limit: in
     found = rt.store.list_jobs(provider=provider, instance_id=instance_id or None,
                                project=project, limit=limit)  # fmt: skip
     errors: dict[str, str] = {}
-    if not no_refresh:
+    # Finished and lost jobs are never asked about again: with only those on screen, skip
+    # importing the refresh machinery at all (start-up is most of a listing's time).
+    if not no_refresh and any(not j.state.is_final and j.state != JobState.LOST for j in found):
+        from runctl.core.jobs import refresh
+
         found, errors = refresh(rt, found)
     for where, why in errors.items():
         progress(f"warning: {where} unreachable ({why}); showing last known state")
