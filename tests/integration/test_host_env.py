@@ -85,7 +85,7 @@ def test_requirements_the_hosts_python_already_satisfies_install_nothing(
 ) -> None:
     (project / "requirements.txt").write_text(
         "# what a user of a DLAMI writes\n"
-        "--extra-index-url https://download.pytorch.org/whl/cu121\n"
+        "--extra-index-url http://127.0.0.1:9/whl/cu121\n"  # never contacted: nothing to install
         "torch>=2.0\nnumpy\n"
     )
     (project / "show.py").write_text(SHOW)
