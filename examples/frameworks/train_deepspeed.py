@@ -15,38 +15,18 @@ Prints ``STEP <global step>`` after every optimizer step.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+from harness import hold, make_parser
 from torch import nn
 
 
-def hold(step: int, at: int, stopped: Callable[[], bool] = lambda: False) -> None:
-    """Test hook: a fresh run (nothing to resume) waits at step ``at`` until it is stopped, so
-    a cancel lands at a known step."""
-    if step == at and not os.environ.get("RUNCTL_RESUME_FROM"):
-        print(f"HOLDING at step {step}", flush=True)
-        deadline = time.monotonic() + 300
-        while not stopped() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--save-every", type=int, default=2)
-    parser.add_argument("--sleep", type=float, default=0.0)
-    parser.add_argument(
-        "--hold-at",
-        type=int,
-        default=0,
-        help="test hook: a fresh run waits at this step until it is stopped",
-    )
+    parser = make_parser()
     args = parser.parse_args()
     ckpt_dir = os.environ.get("RUNCTL_CHECKPOINT_DIR") or "checkpoints"
     # One process without the deepspeed launcher: a file store needs no free port.

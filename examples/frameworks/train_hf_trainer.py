@@ -11,14 +11,13 @@ Prints ``STEP <global step>`` after every optimizer step and ``RESUMED <path> at
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is built locally
 
 import torch
+from harness import hold, make_parser
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -26,16 +25,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-
-
-def hold(step: int, at: int, stopped: Callable[[], bool] = lambda: False) -> None:
-    """Test hook: a fresh run (nothing to resume) waits at step ``at`` until it is stopped, so
-    a cancel lands at a known step."""
-    if step == at and not os.environ.get("RUNCTL_RESUME_FROM"):
-        print(f"HOLDING at step {step}", flush=True)
-        deadline = time.monotonic() + 300
-        while not stopped() and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 class PrintSteps(TrainerCallback):
@@ -67,17 +56,8 @@ class RandomTokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--save-every", type=int, default=2)
+    parser = make_parser()
     parser.add_argument("--keep", type=int, default=3, help="save_total_limit")
-    parser.add_argument("--sleep", type=float, default=0.0)
-    parser.add_argument(
-        "--hold-at",
-        type=int,
-        default=0,
-        help="test hook: a fresh run waits at this step until it is stopped",
-    )
     args = parser.parse_args()
     config = BertConfig(
         vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
