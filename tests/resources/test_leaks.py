@@ -19,7 +19,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from runctl.models import JobState
 from runctl.state.store import Store
 from tests.conftest import REPO
 from tests.fakes.runpod_server import FakeRunpod
+from tests.kills import Trial, kill_batch
 from tests.providers.aws.conftest import MotoAWS
 from tests.resources.conftest import GPU, ok, user_config
 
@@ -92,24 +92,6 @@ def _drain(pgids: list[int]) -> None:
                     os.killpg(pgid, signal.SIGKILL)  # a stuck ssh: the host is settled anyway
             return
         time.sleep(0.05)
-
-
-@dataclass
-class Trial:
-    proc: subprocess.Popen[bytes]
-    kind: str
-    delay: float  # armed: seconds from the job's record to the kill
-    at: float | None  # monotonic time of the kill; None: armed, waiting for the record
-
-
-def _has_job(db: sqlite3.Connection, pid: int) -> bool:
-    """Whether the CLI with this pid has recorded its job (the train submit is under way)."""
-    try:
-        row = db.execute("SELECT 1 FROM jobs WHERE json_extract(spec, '$.submitted_by.pid') = ?",
-                         (pid,)).fetchone()  # fmt: skip
-    except sqlite3.OperationalError:  # no jobs table yet, or locked for a moment
-        return False
-    return row is not None
 
 
 def _aws_live(aws: MotoAWS) -> set[str]:
@@ -251,20 +233,10 @@ def test_sigkill_at_random_points_leaks_nothing(
                 continue
             at = time.monotonic() + rng.uniform(0.02, 0.9 * limit)
             batch.append(Trial(proc, kind, 0.0, at))
-        while any(t.proc.returncode is None for t in batch):
-            for trial in batch:
-                if trial.proc.returncode is not None:
-                    continue
-                if trial.proc.poll() is not None:
-                    finished += 1
-                elif trial.at is None:
-                    if _has_job(db, trial.proc.pid):
-                        trial.at = time.monotonic() + trial.delay
-                elif time.monotonic() >= trial.at:
-                    trial.proc.send_signal(signal.SIGKILL)
-                    trial.proc.wait(timeout=30)
-                    killed[trial.kind] = killed.get(trial.kind, 0) + 1
-            time.sleep(0.005)
+        ended, kills = kill_batch(batch, db)
+        finished += ended
+        for kind, count in kills.items():
+            killed[kind] = killed.get(kind, 0) + count
         _drain([t.proc.pid for t in batch])
     db.close()
     print(

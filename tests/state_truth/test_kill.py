@@ -21,7 +21,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from runctl.core.costs import parse_iso
 from runctl.state.store import Store
 from tests.conftest import REPO
 from tests.fakes.runpod_server import FakeRunpod
+from tests.kills import Trial, kill_batch
 from tests.providers.aws.conftest import MotoAWS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,15 +110,6 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _has_job(db: sqlite3.Connection, pid: int) -> bool:
-    try:
-        row = db.execute("SELECT 1 FROM jobs WHERE json_extract(spec, '$.submitted_by.pid') = ?",
-                         (pid,)).fetchone()  # fmt: skip
-    except sqlite3.OperationalError:
-        return False
-    return row is not None
-
-
 def _host_truth(sshd: Any, dirs: list[str]) -> dict[str, str]:
     """What the agents on the host say about every job dir they have: job id -> state."""
     truth: dict[str, str] = {}
@@ -128,14 +119,6 @@ def _host_truth(sshd: Any, dirs: list[str]) -> dict[str, str]:
                               check=True)  # fmt: skip
         truth.update({k: v["state"] for k, v in json.loads(done.stdout).items()})
     return truth
-
-
-@dataclass
-class Trial:
-    proc: subprocess.Popen[bytes]
-    kind: str
-    delay: float  # armed: seconds from the job's record to the kill
-    at: float | None  # monotonic time of the kill; None: armed, waiting for the record
 
 
 @pytest.fixture
@@ -211,20 +194,8 @@ def test_fifty_killed_submits_all_settle_to_what_their_hosts_know(
             else:  # ten at once take a few times longer than one alone
                 at = time.monotonic() + rng.uniform(0.02, 3 * whole_s[kind])
                 batch.append(Trial(proc, kind, 0.0, at))
-        while any(t.proc.returncode is None for t in batch):
-            for trial in batch:
-                if trial.proc.returncode is not None:
-                    continue
-                if trial.proc.poll() is not None:
-                    finished += 1
-                elif trial.at is None:
-                    if _has_job(db, trial.proc.pid):
-                        trial.at = time.monotonic() + trial.delay
-                elif time.monotonic() >= trial.at:
-                    trial.proc.send_signal(signal.SIGKILL)
-                    trial.proc.wait(timeout=30)
-                    killed += 1
-            time.sleep(0.005)
+        ended, kills = kill_batch(batch, db)
+        finished, killed = finished + ended, killed + sum(kills.values())
         # What the killed processes started must end by itself: no orphans.
         deadline = time.monotonic() + DRAIN_S
         groups = [t.proc.pid for t in batch]
