@@ -121,7 +121,7 @@ async def _shoot(out: Path) -> None:
     from runctl.tui import data
     from runctl.tui.app import DashboardApp
 
-    data.refresh_jobs = lambda runtime: {}
+    data.refresh_jobs = lambda runtime, lines=None: {}
     data.last_lines = lambda runtime, job_ids: {j: LAST_LINES.get(j, "") for j in job_ids}
     data.probe = lambda runtime, provider, instance_id: DEMO_TELEMETRY[f"{provider}:{instance_id}"]
     rt = Runtime(config=config.load(), home=config.home())

@@ -125,7 +125,9 @@ class Stubs:
             raise TransportError("connection refused")
         return TELEMETRY
 
-    def refresh_jobs(self, runtime: Runtime) -> dict[str, str]:
+    def refresh_jobs(
+        self, runtime: Runtime, lines: dict[str, str] | None = None
+    ) -> dict[str, str]:
         assert self.gate.wait(30), "test never released the gate"
         self.refreshes += 1
         return dict(UNREACHABLE)

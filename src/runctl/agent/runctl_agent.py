@@ -1751,8 +1751,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job_id in ids:
         job_dir = os.path.join(jobs_root, job_id)
         out[job_id] = _job_status(job_dir) if os.path.isdir(job_dir) else {"state": "missing"}
+        if getattr(args, "last_lines", 0) > 0 and out[job_id]["state"] != "missing":
+            # The dashboard's last-line column comes with the state: one call per host.
+            out[job_id]["last_lines"] = _tail_text(job_dir, args.last_lines)
     print(json.dumps(out))
     return 0
+
+
+def _tail_text(job_dir: str, count: int) -> str:
+    """The last ``count`` lines of the job's log, each cut to its last progress state."""
+    try:
+        with open(_job_paths(job_dir)["log"], "rb") as fh:
+            start = _offset_of_last_lines(fh, count)
+            window = _last_states(fh, start, fh.seek(0, os.SEEK_END))
+    except OSError:
+        return ""
+    return window.decode("utf-8", "replace")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -2710,6 +2724,7 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--job-dir", required=True)
     p = sub.add_parser("status")
     p.add_argument("--base", required=True)
+    p.add_argument("--last-lines", type=int, default=0)
     p.add_argument("job_ids", nargs="*")
     p = sub.add_parser("index")
     p.add_argument("--base", required=True)

@@ -471,8 +471,17 @@ def _apply_status(runtime: Runtime, job: Job, status: dict[str, Any]) -> Job:
     return job
 
 
-def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str, str]]:
-    """Ask each host about its unsettled jobs (hosts in parallel).
+def refresh(
+    runtime: Runtime,
+    jobs: Sequence[Job],
+    *,
+    last_lines: int = 0,
+    statuses: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[Job], dict[str, str]]:
+    """Ask each host about its unsettled jobs (hosts in parallel, one agent call per host).
+
+    With ``last_lines`` the same call also returns each job's last log lines (the dashboard);
+    ``statuses``, when given, receives the agent's answer per job id.
 
     Final and lost jobs are not asked about again. A ``submitting`` job whose submitting CLI
     is gone is settled from what its host knows: recorded as started (with the agent's
@@ -508,7 +517,9 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
             transport = target.provider.connect(target.instance)
             ids = [j.job_id for j in groups[key]]
             base = target.instance.remote_dir
-            answer = agent.call_json(target.instance, transport, ["status", "--base", base, *ids],
+            lines = ["--last-lines", str(last_lines)] if last_lines else []
+            answer = agent.call_json(target.instance, transport,
+                                     ["status", "--base", base, *lines, *ids],
                                      timeout=30)  # fmt: skip
             return key, answer
         except RunctlError as exc:
@@ -525,6 +536,8 @@ def refresh(runtime: Runtime, jobs: Sequence[Job]) -> tuple[list[Job], dict[str,
                 continue
             for job in groups[key]:
                 status = answer.get(job.job_id)
+                if statuses is not None and status is not None:
+                    statuses[job.job_id] = status
                 if job.state == JobState.SUBMITTING:
                     updated[job.job_id] = settle_submit(runtime, job, status)
                 elif status is not None:

@@ -8,6 +8,7 @@ machine, repeated every ``interval`` seconds without overlapping a probe still i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -84,7 +85,10 @@ class DashboardApp(App[None]):
         self.filter_text = ""
         self.sort_index = {"jobs": 0, "machines": 0}
         self.last_lines: dict[str, str] = {}
+        self.lines_looked_up: set[str] = set()  # finished jobs (touched by the refresh worker)
         self.probing: set[str] = set()
+        self.shown: dict[str, list[tuple[str, list[str]]]] = {}  # table id -> rows as shown
+        self.providers_down: dict[str, tuple[str, float]] = {}  # provider -> (why, since)
         self.refreshed_at: str | None = None
 
     # ------------------------------------------------------------------- layout
@@ -135,16 +139,25 @@ class DashboardApp(App[None]):
     def _fill(self, table_id: str, rows: list[tuple[str, list[str]]]) -> None:
         """Replace a table's rows, keeping the cursor on the same row key when it remains."""
         table = self.query_one(f"#{table_id}", DataTable)
+        visible = [(key, cells) for key, cells in rows if self._visible(cells)]
+        before = self.shown.get(table_id)
+        self.shown[table_id] = visible
+        if before is not None and [k for k, _ in before] == [k for k, _ in visible]:
+            # Same rows in the same order: change only the cells that changed (a refresh at
+            # rest changes none, so a table of thousands of rows is not rebuilt every time).
+            columns = list(table.columns)
+            for (key, cells), (_, old) in zip(visible, before, strict=True):
+                for column, value, was in zip(columns, cells, old, strict=False):
+                    if value != was:  # widths are measured over every row: only if it grew
+                        table.update_cell(key, column, value, update_width=len(value) > len(was))
+            return
         current = None
         if table.row_count:
             current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         table.clear()
-        shown = set()
-        for key, cells in rows:
-            if self._visible(cells):
-                table.add_row(*cells, key=key)
-                shown.add(key)
-        if current in shown:
+        for key, cells in visible:
+            table.add_row(*cells, key=key)
+        if current in {key for key, _ in visible}:
             table.move_cursor(row=table.get_row_index(str(current)))
 
     def _sorted(self, pane: str, items: list[Any]) -> list[Any]:
@@ -226,21 +239,34 @@ class DashboardApp(App[None]):
     def action_refresh(self) -> None:
         self.run_worker(self._refresh_jobs, thread=True, group="refresh", exclusive=True,
                         exit_on_error=False)  # fmt: skip
+        now = time.monotonic()
         for machine in data.live_machines(self.snapshot):
             if machine.key in self.probing:
                 continue
+            why, since = self.providers_down.get(machine.provider, ("", 0.0))
+            if why and now - since < data.PROVIDER_RETRY_S:
+                self.snapshot.errors[machine.key] = why  # the same for all its machines
+                continue
+            if why:  # time to retry: this machine asks, the others wait for its answer
+                self.providers_down[machine.provider] = (why, now)
             self.probing.add(machine.key)
             self.run_worker(partial(self._probe, machine), thread=True, group="telemetry",
                             exit_on_error=False)  # fmt: skip
 
     def _refresh_jobs(self) -> None:
         with data.worker_runtime(self.runtime) as rt:
-            errors = data.refresh_jobs(rt)
+            lines: dict[str, str] = {}
+            errors = data.refresh_jobs(rt, lines)  # running jobs' lines come with their state
             jobs = rt.store.list_jobs(limit=data.RECENT_JOBS)
             reachable = [j for j in jobs if data.job_on(j) not in errors]
-            wanted = [j.job_id for j in reachable if not j.state.is_final]
-            wanted += [j.job_id for j in reachable if j.state.is_final][:LAST_LINE_JOBS]
-            lines = data.last_lines(rt, wanted)
+            final = [j.job_id for j in reachable if j.state.is_final][:LAST_LINE_JOBS]
+            wanted = [j.job_id for j in reachable if not j.state.is_final] + final
+            # A finished job's line does not change: it is looked up once (the kept tail, else
+            # its host), or was already seen with the state that ended it.
+            wanted = [j for j in wanted if j not in lines and j not in self.lines_looked_up]
+            self.lines_looked_up.update(final)
+            self.lines_looked_up.update(lines)
+            lines.update(data.last_lines(rt, wanted))
         self._post(self._refreshed, errors, lines)
 
     def _refreshed(self, errors: dict[str, str], lines: dict[str, str]) -> None:
@@ -250,15 +276,22 @@ class DashboardApp(App[None]):
         self.reload()
 
     def _probe(self, machine: data.MachineRow) -> None:
+        down = False
         try:
             with data.worker_runtime(self.runtime) as rt:
                 found: dict[str, Any] | str = data.probe(rt, machine.provider, machine.instance_id)
         except RunctlError as exc:
-            found = exc.message
-        self._post(self._probed, machine.key, found)
+            found, down = exc.message, data.provider_down(exc)
+        self._post(self._probed, machine.key, found, machine.provider, down)
 
-    def _probed(self, key: str, found: dict[str, Any] | str) -> None:
+    def _probed(
+        self, key: str, found: dict[str, Any] | str, provider: str = "", down: bool = False
+    ) -> None:
         self.probing.discard(key)
+        if down and isinstance(found, str):
+            self.providers_down[provider] = (found, time.monotonic())
+        elif not isinstance(found, str):
+            self.providers_down.pop(provider, None)
         if isinstance(found, str):
             self.snapshot.errors[key] = found
         else:

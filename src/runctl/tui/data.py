@@ -8,7 +8,6 @@ state connection, so no connection is shared between threads mid-transaction).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -17,14 +16,22 @@ from typing import Any
 
 from runctl.core import costs, telemetry
 from runctl.core.costs import CostSummary
-from runctl.errors import NotSupportedError, RunctlError, TransportError
+from runctl.errors import (
+    AuthError,
+    ConfigError,
+    NotSupportedError,
+    RunctlError,
+    TransportError,
+)
 from runctl.models import Job, JobState
 from runctl.runtime import Runtime
 
 _TYPE_KEYS = ("instance_type", "gpu", "profile")
 RECENT_JOBS = 50  # rows in the jobs pane (unfinished jobs are always among them)
 # One snapshot (`top --json`) does not wait longer than this on a machine that does not answer.
-PROBE_TIMEOUT_S = 4.0
+PROBE_TIMEOUT_S = 3.0  # as long as a finished job's host gets (core.jobs.FINAL_PROBE_S)
+LINES_ASKED = 2  # log lines asked per job; the last non-empty one is shown
+PROVIDER_RETRY_S = 60.0  # the dashboard retries a provider that cannot be used this often
 
 
 @dataclass(frozen=True)
@@ -144,12 +151,21 @@ def live_machines(snapshot: Snapshot) -> list[MachineRow]:
 # ------------------------------------------------------------------- blocking (workers)
 
 
-def refresh_jobs(runtime: Runtime) -> dict[str, str]:
-    """Ask hosts about unfinished jobs (updates state); returns unreachable machine -> why."""
+def refresh_jobs(runtime: Runtime, lines: dict[str, str] | None = None) -> dict[str, str]:
+    """Ask hosts about the unfinished recent jobs (updates state): one agent call per host,
+    which also brings each job's last log lines (into ``lines``, when given).
+
+    Finished jobs are not asked about. Returns unreachable machine -> why.
+    """
     from runctl.core.jobs import refresh
 
     found = runtime.store.list_jobs(limit=RECENT_JOBS)
-    _, errors = refresh(runtime, found)
+    statuses: dict[str, dict[str, Any]] = {}
+    _, errors = refresh(runtime, found, last_lines=LINES_ASKED, statuses=statuses)
+    if lines is not None:
+        for job_id, status in statuses.items():
+            if "last_lines" in status:
+                lines[job_id] = _last_line(str(status["last_lines"]))
     return errors
 
 
@@ -158,36 +174,70 @@ def last_lines(
 ) -> dict[str, str]:
     """The last non-empty log line of each job (jobs on unreachable hosts are left out).
 
-    A finished job's line comes from the log tail kept here when one is (no host asked);
-    the first host that fails is noted in ``errors`` and not asked again for other jobs.
+    A finished job's line comes from the log tail kept here; hosts are asked only for the
+    jobs that have none, one agent call per host, and only hosts that can still answer (this
+    machine, registered hosts, instances recorded running): the rest is left blank. A host
+    that fails is noted in ``errors``.
     """
     from runctl.core import logcache
-    from runctl.core.jobs import follow, is_settled, never_started
+    from runctl.core.jobs import is_settled, never_started
 
     failed = errors if errors is not None else {}
     lines: dict[str, str] = {}
+    ask: dict[tuple[str, str], list[Job]] = {}
     for job_id in job_ids:
         job = runtime.store.get_job(job_id)
         if job.state == JobState.SUBMITTING or never_started(job) or job_on(job) in failed:
             continue
         cached = logcache.load(runtime, job_id) if is_settled(job) else None
         if cached is not None:
-            lines[job_id] = _last_line(cached)
+            lines[job_id] = _last_line(cached.decode(errors="replace"))
+        elif _answers(runtime, job):
+            ask.setdefault((job.provider, job.instance_id), []).append(job)
+    down: set[str] = set()  # providers that cannot be used at all (no key, no region)
+    for key, jobs in ask.items():
+        if key[0] in down:
             continue
-        out = io.BytesIO()
         try:
-            follow(runtime, job, out, _quiet, follow=False, last_lines=2)
+            answer = _ask_host(runtime, key, [j.job_id for j in jobs])
         except RunctlError as exc:
             if isinstance(exc, TransportError):
-                failed[job_on(job)] = exc.message
+                failed[machine_key(*key)] = exc.message
+            elif provider_down(exc):
+                down.add(key[0])
             continue
-        lines[job_id] = _last_line(out.getvalue())
+        for job_id, status in answer.items():
+            if isinstance(status, dict) and "last_lines" in status:
+                lines[job_id] = _last_line(str(status["last_lines"]))
     return lines
 
 
-def _last_line(data: bytes) -> str:
-    text = data.decode(errors="replace").rstrip().splitlines()
-    return text[-1].strip() if text else ""
+def _answers(runtime: Runtime, job: Job) -> bool:
+    """Whether the job's machine may still answer: recorded terminated/stopped ones cannot."""
+    if job.provider in ("local", "ssh", "slurm"):
+        return True
+    record = runtime.store.get_instance_record(job.provider, job.instance_id)
+    return record is None or record.get("state") == "running"
+
+
+def _ask_host(runtime: Runtime, key: tuple[str, str], job_ids: list[str]) -> dict[str, Any]:
+    """One agent ``status`` call on a machine for ``job_ids``, with their last log lines
+    (finished jobs: a host that does not answer soon is not waited on)."""
+    from runctl.core import agent
+    from runctl.core.jobs import FINAL_PROBE_S
+    from runctl.core.targets import instance_of_job
+
+    target = instance_of_job(runtime, *key)
+    transport = target.provider.connect(target.instance)
+    args = ["status", "--base", target.instance.remote_dir, "--last-lines", str(LINES_ASKED)]
+    answer: dict[str, Any] = agent.call_json(target.instance, transport, [*args, *job_ids],
+                                             timeout=FINAL_PROBE_S)  # fmt: skip
+    return answer
+
+
+def _last_line(text: str) -> str:
+    rows = text.rstrip().splitlines()
+    return rows[-1].strip() if rows else ""
 
 
 def probe(
@@ -205,6 +255,12 @@ def probe(
     data = telemetry.parse(done.text)
     data.pop("processes", None)  # the dashboard has no room for them
     return data
+
+
+def provider_down(exc: RunctlError) -> bool:
+    """A probe failure that every machine of the provider shares (no API key, no region):
+    the others are not asked again until ``PROVIDER_RETRY_S`` has passed."""
+    return isinstance(exc, (ConfigError, AuthError))
 
 
 def cancel_job(runtime: Runtime, job_id: str) -> str:
@@ -270,32 +326,38 @@ def collect(
     the kept log tails)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    errors = refresh_jobs(runtime)
     snapshot = load(runtime)
-    snapshot.errors.update(errors)
-    wanted = [j.job_id for j in snapshot.jobs if j.on not in errors][:RECENT_JOBS]
-    lines = last_lines(runtime, wanted, errors)
-    snapshot.errors.update(errors)
-    moment = datetime.now(UTC)
-    snapshot.jobs = [
-        job_row(runtime.store.get_job(j.job_id), moment, lines.get(j.job_id, ""))
-        for j in snapshot.jobs
-    ]
+    down: dict[str, str] = {}  # provider -> why it cannot be used (no key, no region)
 
     def one(machine: MachineRow) -> tuple[str, dict[str, Any] | str]:
+        if machine.provider in down:
+            return machine.key, down[machine.provider]
         with worker_runtime(runtime) as rt:
             try:
                 return machine.key, probe(rt, machine.provider, machine.instance_id,
                                           timeout=probe_timeout)  # fmt: skip
             except RunctlError as exc:
+                if provider_down(exc):
+                    down[machine.provider] = exc.message
                 return machine.key, exc.message
 
-    machines = [m for m in live_machines(snapshot) if m.key not in errors]
-    if machines:
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-            for key, found in pool.map(one, machines):
-                if isinstance(found, str):
-                    snapshot.errors[key] = found
-                else:
-                    snapshot.telemetry[key] = found
+    # The probes (which sample CPU over half a second) run while the jobs are refreshed.
+    machines = live_machines(snapshot)
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(machines)))) as pool:
+        probes = pool.map(one, machines)
+        lines: dict[str, str] = {}
+        errors = refresh_jobs(runtime, lines)  # running jobs' lines come with their state
+        wanted = [j.job_id for j in snapshot.jobs if j.on not in errors and j.job_id not in lines]
+        lines.update(last_lines(runtime, wanted, errors))
+        for key, found in probes:
+            if isinstance(found, str):
+                snapshot.errors[key] = found
+            elif key not in errors:
+                snapshot.telemetry[key] = found
+    snapshot.errors.update(errors)  # a host its jobs could not reach is reported as such
+    moment = datetime.now(UTC)
+    snapshot.jobs = [
+        job_row(runtime.store.get_job(j.job_id), moment, lines.get(j.job_id, ""))
+        for j in snapshot.jobs
+    ]
     return snapshot
