@@ -248,9 +248,11 @@ def test_fifty_killed_submits_all_settle_to_what_their_hosts_know(
     assert max(by_submitter.values()) == 1  # no submit recorded twice
     states = sorted(str(j.state) for j in records.values())
     settled = [e["kind"] for j in records for e in store.list_events(j)]
-    # Both ways a killed submit ends were seen: the job started (recorded from its agent)
-    # or not (lost, with the note saying why).
-    assert settled.count("job.started") and settled.count("job.lost"), settled
+    # Killed submits were settled by that one `jobs`: started (recorded from its agent) or
+    # lost (with the note saying why). Which of the two a random kill point gives depends on
+    # the machine's speed (a CI run saw no "started"), so both paths are pinned down
+    # deterministically in test_converge.py; here it is enough that settling happened.
+    assert settled.count("job.started") + settled.count("job.lost") > 0, settled
     took = time.monotonic() - t0
     print(f"killed {killed}, {finished} finished; {len(records)} jobs: "
           f"{ {s: states.count(s) for s in set(states)} }, {settled.count('job.started')} "
